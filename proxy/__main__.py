@@ -1,0 +1,7 @@
+"""`python -m proxy` is the same as the `throttle-proxy` console script."""
+
+import sys
+
+from proxy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,419 @@
+"""The YAML config, parsed once into frozen dataclasses.
+
+Every section has one dataclass and one parse function. Unknown keys are errors; every error
+names the file and the key path (`proxy.yaml: limits[2].rate: expected a number, got str`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from proxy import configparse as cp
+from proxy.configparse import ConfigError
+
+DEFAULT_ALLOW_HOSTS = ("*.amazonaws.com", "*.amazonaws.com.cn", "*.api.aws")
+LIMIT_SCOPES = ("none", "operation", "bucket", "prefix")
+
+
+@dataclass(frozen=True)
+class CredentialsConfig:
+    profile: str | None = None
+    advisory_refresh: float = 15 * 60.0
+    mandatory_refresh: float = 10 * 60.0
+    process_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Route:
+    upstream: str
+    host: str | None = None
+    path_prefix: str | None = None
+    service: str | None = None
+    region: str | None = None
+
+    @property
+    def upstream_scheme(self) -> str:
+        return urlsplit(self.upstream).scheme
+
+    @property
+    def upstream_host(self) -> str:
+        return urlsplit(self.upstream).hostname or ""
+
+
+@dataclass(frozen=True)
+class LimitRule:
+    name: str
+    service: str
+    rate: float
+    burst: float
+    operations: tuple[str, ...] = ()
+    per: str = "none"
+    prefix_depth: int = 1
+    adaptive: bool = False
+    shadow: bool = False
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    max_wait: float = 5.0
+    max_queue: int = 10_000
+    idle_expiry: float = 60.0
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str
+    key_prefix: str = "throttle-proxy"
+    timeout: float = 0.25
+    fail_open: bool = True
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int | None = None
+    base_delay: float = 0.05
+    throttle_base_delay: float = 1.0
+    max_backoff: float = 20.0
+    quota: int = 500
+    max_total_time: float = 60.0
+    honor_retry_after: bool = False
+    service_max_attempts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    pool_size: int = 256
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "<defaults>"
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    admin_listen: tuple[str, int] = ("127.0.0.1", 9090)
+    region: str = "us-east-1"
+    log_level: str = "info"
+    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
+    allow_hosts: tuple[str, ...] = DEFAULT_ALLOW_HOSTS
+    routes: tuple[Route, ...] = ()
+    limits: tuple[LimitRule, ...] = ()
+    include_default_limits: bool = False
+    limit_policy: LimitPolicy = field(default_factory=LimitPolicy)
+    redis: RedisConfig | None = None
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    max_buffered_body: int = 8 * 1024 * 1024
+    max_header_size: int = 16 * 1024
+    unsigned_payload: bool = False
+    shutdown_grace: float = 20.0
+
+
+_TOP_KEYS = {
+    "listen",
+    "admin_listen",
+    "region",
+    "log_level",
+    "credentials",
+    "allow_hosts",
+    "routes",
+    "limits",
+    "include_default_limits",
+    "limit_policy",
+    "redis",
+    "retry",
+    "upstream",
+    "max_buffered_body",
+    "max_header_size",
+    "unsigned_payload",
+    "shutdown_grace",
+}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError naming the file and key."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read: {exc.strerror or exc}", file) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            "", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file
+        ) from exc
+    try:
+        return parse_config(raw, source=file)
+    except ConfigError as exc:
+        raise exc.in_file(file) from None
+
+
+def parse_config(raw: object, source: str = "<config>") -> Config:
+    top = cp.mapping(raw, "")
+    cp.reject_unknown(top, _TOP_KEYS, "")
+    defaults = Config()
+    log_level = cp.string(top.get("log_level", defaults.log_level), "log_level").lower()
+    if log_level not in _LOG_LEVELS:
+        raise ConfigError("log_level", f"expected one of {', '.join(_LOG_LEVELS)}")
+    return Config(
+        source=source,
+        listen=cp.listen_address(top.get("listen", "127.0.0.1:8080"), "listen"),
+        admin_listen=cp.listen_address(top.get("admin_listen", "127.0.0.1:9090"), "admin_listen"),
+        region=cp.string(top.get("region", defaults.region), "region"),
+        log_level=log_level,
+        credentials=_credentials(top.get("credentials"), "credentials"),
+        allow_hosts=cp.string_list(
+            top.get("allow_hosts", list(DEFAULT_ALLOW_HOSTS)), "allow_hosts"
+        ),
+        routes=cp.items(top.get("routes"), "routes", _route),
+        limits=_limits(top.get("limits"), "limits"),
+        include_default_limits=cp.boolean(
+            top.get("include_default_limits", False), "include_default_limits"
+        ),
+        limit_policy=_limit_policy(top.get("limit_policy"), "limit_policy"),
+        redis=_redis(top.get("redis"), "redis"),
+        retry=_retry(top.get("retry"), "retry"),
+        upstream=_upstream(top.get("upstream"), "upstream"),
+        max_buffered_body=cp.size(
+            top.get("max_buffered_body", defaults.max_buffered_body), "max_buffered_body"
+        ),
+        max_header_size=cp.size(
+            top.get("max_header_size", defaults.max_header_size), "max_header_size"
+        ),
+        unsigned_payload=cp.boolean(top.get("unsigned_payload", False), "unsigned_payload"),
+        shutdown_grace=cp.duration(
+            top.get("shutdown_grace", defaults.shutdown_grace), "shutdown_grace"
+        ),
+    )
+
+
+def _credentials(raw: object, path: str) -> CredentialsConfig:
+    section = cp.mapping(raw, path)
+    cp.reject_unknown(
+        section, {"profile", "advisory_refresh", "mandatory_refresh", "process_timeout"}, path
+    )
+    d = CredentialsConfig()
+    advisory = cp.duration(
+        section.get("advisory_refresh", d.advisory_refresh), f"{path}.advisory_refresh"
+    )
+    mandatory = cp.duration(
+        section.get("mandatory_refresh", d.mandatory_refresh), f"{path}.mandatory_refresh"
+    )
+    if mandatory > advisory:
+        raise ConfigError(f"{path}.mandatory_refresh", "must not be longer than advisory_refresh")
+    return CredentialsConfig(
+        profile=cp.optional_string(section.get("profile"), f"{path}.profile"),
+        advisory_refresh=advisory,
+        mandatory_refresh=mandatory,
+        process_timeout=cp.duration(
+            section.get("process_timeout", d.process_timeout), f"{path}.process_timeout", False
+        ),
+    )
+
+
+def _route(raw: object, path: str) -> Route:
+    section = cp.mapping(raw, path)
+    cp.reject_unknown(section, {"host", "path_prefix", "upstream", "service", "region"}, path)
+    host = cp.optional_string(section.get("host"), f"{path}.host")
+    prefix = cp.optional_string(section.get("path_prefix"), f"{path}.path_prefix")
+    if (host is None) == (prefix is None):
+        raise ConfigError(path, "needs exactly one of host or path_prefix")
+    if prefix is not None and not prefix.startswith("/"):
+        raise ConfigError(f"{path}.path_prefix", "must start with /")
+    if "upstream" not in section:
+        raise ConfigError(f"{path}.upstream", "is required")
+    upstream = cp.string(section["upstream"], f"{path}.upstream")
+    parts = urlsplit(upstream)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{path}.upstream", f"expected an http(s) URL, got {upstream!r}")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"{path}.upstream", "must be scheme://host[:port] with no path")
+    return Route(
+        upstream=upstream.rstrip("/"),
+        host=host.lower() if host else None,
+        path_prefix=prefix,
+        service=cp.optional_string(section.get("service"), f"{path}.service"),
+        region=cp.optional_string(section.get("region"), f"{path}.region"),
+    )
+
+
+_LIMIT_KEYS = {
+    "name",
+    "service",
+    "operations",
+    "rate",
+    "burst",
+    "per",
+    "prefix_depth",
+    "adaptive",
+    "shadow",
+}
+
+
+def limit_rule(raw: object, path: str) -> LimitRule:
+    section = cp.mapping(raw, path)
+    cp.reject_unknown(section, _LIMIT_KEYS, path)
+    for required in ("name", "service", "rate"):
+        if required not in section:
+            raise ConfigError(f"{path}.{required}", "is required")
+    rate = cp.number(section["rate"], f"{path}.rate", positive=True)
+    burst = cp.number(section.get("burst", max(rate, 1.0)), f"{path}.burst", minimum=1)
+    per = cp.string(section.get("per", "none"), f"{path}.per")
+    if per not in LIMIT_SCOPES:
+        raise ConfigError(f"{path}.per", f"expected one of {', '.join(LIMIT_SCOPES)}, got {per!r}")
+    operations = (
+        cp.string_list(section["operations"], f"{path}.operations")
+        if "operations" in section
+        else ()
+    )
+    return LimitRule(
+        name=cp.string(section["name"], f"{path}.name"),
+        service=cp.string(section["service"], f"{path}.service").lower(),
+        rate=rate,
+        burst=burst,
+        operations=operations,
+        per=per,
+        prefix_depth=cp.integer(section.get("prefix_depth", 1), f"{path}.prefix_depth", 0),
+        adaptive=cp.boolean(section.get("adaptive", False), f"{path}.adaptive"),
+        shadow=cp.boolean(section.get("shadow", False), f"{path}.shadow"),
+    )
+
+
+def _limits(raw: object, path: str) -> tuple[LimitRule, ...]:
+    rules = cp.items(raw, path, limit_rule)
+    seen: dict[str, int] = {}
+    for index, rule in enumerate(rules):
+        if rule.name in seen:
+            raise ConfigError(
+                f"{path}[{index}].name",
+                f"duplicate rule name {rule.name!r} (first at [{seen[rule.name]}])",
+            )
+        seen[rule.name] = index
+    return rules
+
+
+def _limit_policy(raw: object, path: str) -> LimitPolicy:
+    section = cp.mapping(raw, path)
+    cp.reject_unknown(section, {"max_wait", "max_queue", "idle_expiry"}, path)
+    d = LimitPolicy()
+    return LimitPolicy(
+        max_wait=cp.duration(section.get("max_wait", d.max_wait), f"{path}.max_wait"),
+        max_queue=cp.integer(section.get("max_queue", d.max_queue), f"{path}.max_queue", 0),
+        idle_expiry=cp.duration(
+            section.get("idle_expiry", d.idle_expiry), f"{path}.idle_expiry", False
+        ),
+    )
+
+
+def _redis(raw: object, path: str) -> RedisConfig | None:
+    if raw is None:
+        return None
+    section = cp.mapping(raw, path)
+    cp.reject_unknown(section, {"url", "key_prefix", "timeout", "fail_open"}, path)
+    if "url" not in section:
+        raise ConfigError(f"{path}.url", "is required")
+    url = cp.string(section["url"], f"{path}.url")
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{path}.url", f"expected redis://, rediss:// or unix://, got {url!r}")
+    d = RedisConfig(url=url)
+    return RedisConfig(
+        url=url,
+        key_prefix=cp.string(section.get("key_prefix", d.key_prefix), f"{path}.key_prefix"),
+        timeout=cp.duration(section.get("timeout", d.timeout), f"{path}.timeout", False),
+        fail_open=cp.boolean(section.get("fail_open", d.fail_open), f"{path}.fail_open"),
+    )
+
+
+_RETRY_KEYS = {
+    "max_attempts",
+    "base_delay",
+    "throttle_base_delay",
+    "max_backoff",
+    "quota",
+    "max_total_time",
+    "honor_retry_after",
+    "services",
+}
+
+
+def _retry(raw: object, path: str) -> RetryConfig:
+    section = cp.mapping(raw, path)
+    cp.reject_unknown(section, _RETRY_KEYS, path)
+    d = RetryConfig()
+    max_attempts = section.get("max_attempts")
+    per_service: dict[str, int] = {}
+    services = cp.mapping(section.get("services"), f"{path}.services")
+    for name, value in services.items():
+        svc_path = f"{path}.services.{name}"
+        svc = cp.mapping(value, svc_path)
+        cp.reject_unknown(svc, {"max_attempts"}, svc_path)
+        if "max_attempts" in svc:
+            per_service[name.lower()] = cp.integer(
+                svc["max_attempts"], f"{svc_path}.max_attempts", 1
+            )
+    return RetryConfig(
+        max_attempts=None
+        if max_attempts is None
+        else cp.integer(max_attempts, f"{path}.max_attempts", 1),
+        base_delay=cp.duration(section.get("base_delay", d.base_delay), f"{path}.base_delay"),
+        throttle_base_delay=cp.duration(
+            section.get("throttle_base_delay", d.throttle_base_delay), f"{path}.throttle_base_delay"
+        ),
+        max_backoff=cp.duration(section.get("max_backoff", d.max_backoff), f"{path}.max_backoff"),
+        quota=cp.integer(section.get("quota", d.quota), f"{path}.quota", 0),
+        max_total_time=cp.duration(
+            section.get("max_total_time", d.max_total_time), f"{path}.max_total_time", False
+        ),
+        honor_retry_after=cp.boolean(
+            section.get("honor_retry_after", d.honor_retry_after), f"{path}.honor_retry_after"
+        ),
+        service_max_attempts=per_service,
+    )
+
+
+def _upstream(raw: object, path: str) -> UpstreamConfig:
+    section = cp.mapping(raw, path)
+    cp.reject_unknown(
+        section, {"connect_timeout", "read_timeout", "pool_size", "verify_tls", "ca_bundle"}, path
+    )
+    d = UpstreamConfig()
+    return UpstreamConfig(
+        connect_timeout=cp.duration(
+            section.get("connect_timeout", d.connect_timeout), f"{path}.connect_timeout", False
+        ),
+        read_timeout=cp.duration(
+            section.get("read_timeout", d.read_timeout), f"{path}.read_timeout", False
+        ),
+        pool_size=cp.integer(section.get("pool_size", d.pool_size), f"{path}.pool_size", 1),
+        verify_tls=cp.boolean(section.get("verify_tls", d.verify_tls), f"{path}.verify_tls"),
+        ca_bundle=cp.optional_string(section.get("ca_bundle"), f"{path}.ca_bundle"),
+    )
+
+
+def summary(config: Config) -> dict[str, Any]:
+    """What check-config prints: the effective settings, no secrets (there are none here)."""
+    return {
+        "listen": f"{config.listen[0]}:{config.listen[1]}",
+        "admin_listen": f"{config.admin_listen[0]}:{config.admin_listen[1]}",
+        "region": config.region,
+        "allow_hosts": list(config.allow_hosts),
+        "routes": [{k: v for k, v in vars(r).items() if v is not None} for r in config.routes],
+        "limits": len(config.limits),
+        "redis": config.redis.url if config.redis else None,
+        "retry": {
+            "max_attempts": config.retry.max_attempts,
+            "quota": config.retry.quota,
+        },
+    }

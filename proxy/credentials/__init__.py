@@ -1,0 +1,1 @@
+"""The AWS credential chain: one module per provider, the chain, and the refresher."""

@@ -1,0 +1,93 @@
+"""The proxy's own error tree. Each error knows the HTTP answer it becomes.
+
+ProxyError
+ ├── BadRequest              400 bad-request      (malformed request from the client)
+ ├── HostNotAllowed          403 host-not-allowed (outside allow_hosts and routes)
+ ├── MethodNotAllowed        405 connect-refused  (CONNECT cannot be signed)
+ ├── PayloadTooLarge         413 body-too-large
+ ├── NoCredentials           503 no-credentials   (the chain yielded nothing)
+ ├── MfaRequired             503 mfa-required
+ ├── RateLimited             (service's own throttle) rate-limited
+ ├── UpstreamUnavailable     502 upstream-unavailable (connect/reset)
+ ├── UpstreamTimeout         504 upstream-timeout
+ └── ShuttingDown            503 shutting-down
+CredentialError is separate: a provider's own failure, turned into NoCredentials by the chain.
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """An error the proxy answers itself, with `x-throttle-proxy-error: <reason>`."""
+
+    status: int = 500
+    reason: str = "internal-error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ProxyError):
+    status = 400
+    reason = "bad-request"
+
+
+class HostNotAllowed(ProxyError):
+    status = 403
+    reason = "host-not-allowed"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    reason = "connect-refused"
+
+
+class PayloadTooLarge(ProxyError):
+    status = 413
+    reason = "body-too-large"
+
+
+class NoCredentials(ProxyError):
+    status = 503
+    reason = "no-credentials"
+
+
+class MfaRequired(NoCredentials):
+    reason = "mfa-required"
+
+
+class RateLimited(ProxyError):
+    """Over a client-side limit; rendered in the service's own throttling format."""
+
+    status = 503
+    reason = "rate-limited"
+
+    def __init__(self, message: str, retry_after: float, rule: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.rule = rule
+
+
+class UpstreamUnavailable(ProxyError):
+    status = 502
+    reason = "upstream-unavailable"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    reason = "upstream-timeout"
+
+
+class ShuttingDown(ProxyError):
+    status = 503
+    reason = "shutting-down"
+
+
+class CredentialError(Exception):
+    """A provider found its source but it was broken: stops the chain (botocore semantics)."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.message = message
