@@ -17,6 +17,8 @@ import yaml
 from proxy import configparse as cp
 from proxy.configparse import ConfigError
 
+__all__ = ["Config", "ConfigError", "load_config", "parse_config", "summary"]
+
 DEFAULT_ALLOW_HOSTS = ("*.amazonaws.com", "*.amazonaws.com.cn", "*.api.aws")
 LIMIT_SCOPES = ("none", "operation", "bucket", "prefix")
 

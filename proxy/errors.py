@@ -22,6 +22,8 @@ class ProxyError(Exception):
 
     status: int = 500
     reason: str = "internal-error"
+    # Upstream attempts made before this error ended the request (set by the retry loop).
+    attempts: int = 1
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -1,0 +1,82 @@
+"""Answers the proxy makes itself, written in the service's own error format.
+
+An app's SDK then parses them like AWS's own errors (a client-side throttle looks exactly like
+EC2's `RequestLimitExceeded` or S3's `SlowDown`), and the `x-throttle-proxy-error` header lets
+people tell them apart from AWS's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from proxy.errors import ProxyError, RateLimited
+
+ERROR_HEADER = "x-throttle-proxy-error"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+# (status, code) of each protocol's throttling error, as AWS sends them.
+_THROTTLE_BY_PROTOCOL = {
+    "ec2": (503, "RequestLimitExceeded"),
+    "query": (400, "Throttling"),
+    "json": (400, "ThrottlingException"),
+    "rest-json": (429, "TooManyRequestsException"),
+    "rest-xml": (503, "SlowDown"),
+}
+
+
+def _code_for(error: ProxyError) -> str:
+    """A CamelCase code from the reason: `host-not-allowed` -> `HostNotAllowed`."""
+    return "".join(part.capitalize() for part in error.reason.split("-"))
+
+
+def render_error(error: ProxyError, protocol: str, request_id: str) -> ErrorAnswer:
+    """The answer for `error` in `protocol` ('ec2', 'query', 'json', 'rest-json', 'rest-xml',
+    anything else: plain text)."""
+    status, code = error.status, _code_for(error)
+    headers = {ERROR_HEADER: error.reason, "x-amzn-RequestId": request_id}
+    if isinstance(error, RateLimited):
+        status, code = _THROTTLE_BY_PROTOCOL.get(protocol, (429, "Throttling"))
+        headers["Retry-After"] = str(max(1, round(error.retry_after + 0.4999)))
+    message = error.message
+    if protocol == "ec2":
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>{code}</Code><Message>{escape(message)}</Message></Error></Errors>"
+            f"<RequestID>{request_id}</RequestID></Response>"
+        )
+        headers["Content-Type"] = "text/xml;charset=UTF-8"
+    elif protocol == "query":
+        kind = "Sender" if status < 500 else "Receiver"
+        body = (
+            '<ErrorResponse xmlns="https://throttle-proxy.invalid/doc/">'
+            f"<Error><Type>{kind}</Type><Code>{code}</Code>"
+            f"<Message>{escape(message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+        headers["Content-Type"] = "text/xml"
+    elif protocol in ("json", "rest-json"):
+        body = json.dumps({"__type": code, "message": message})
+        headers["Content-Type"] = (
+            "application/x-amz-json-1.0" if protocol == "json" else "application/json"
+        )
+        headers["x-amzn-ErrorType"] = code
+    elif protocol == "rest-xml":
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>"
+        )
+        headers["Content-Type"] = "application/xml"
+    else:
+        body = f"{code}: {message}\n"
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+    return ErrorAnswer(status, headers, body.encode("utf-8"))

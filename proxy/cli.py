@@ -1,0 +1,98 @@
+"""`throttle-proxy run | check-config | whoami | mfa` (also `python -m proxy …`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from proxy import __version__
+from proxy.config import Config, ConfigError, load_config, summary
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="throttle-proxy",
+        description="AWS SigV4 signing and client-side throttling sidecar proxy.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start the proxy")
+    run.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
+    run.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="overrides log_level"
+    )
+    run.add_argument("--profile", help="AWS profile (overrides credentials.profile)")
+    run.add_argument(
+        "--mfa-code",
+        help="MFA code for an assume-role profile with mfa_serial (or THROTTLE_PROXY_MFA_CODE)",
+    )
+
+    check = commands.add_parser("check-config", help="validate a config file and print it")
+    check.add_argument("file")
+
+    from proxy.cli_credentials import add_credential_commands
+
+    add_credential_commands(commands)
+    return parser
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path) if path else Config()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from proxy.logs import configure_logging
+    from proxy.server import ProxyServer, serve_forever
+
+    try:
+        config = _load(args.config)
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    if args.log_level:
+        config = dataclasses.replace(config, log_level=args.log_level)
+    configure_logging(config.log_level)
+    mfa_code = args.mfa_code or os.environ.get("THROTTLE_PROXY_MFA_CODE")
+    server = ProxyServer(config, env=dict(os.environ), profile=args.profile, mfa_code=mfa_code)
+    return asyncio.run(serve_forever(server, args.config))
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from proxy.ratelimit import effective_rules
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    report = summary(config)
+    report["limits"] = [
+        {k: v for k, v in dataclasses.asdict(rule).items() if v not in ((), None)}
+        for rule in effective_rules(config)
+    ]
+    print(f"{args.file}: ok")
+    print(yaml.safe_dump(report, sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "check-config":
+        return _check_config(args)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        print(f"unknown command {args.command!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    result: int = handler(args)
+    return result

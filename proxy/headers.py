@@ -1,0 +1,61 @@
+"""Which headers cross the proxy, each way (RFC 9110 hop-by-hop rules plus signing needs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDictProxy
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and their common non-standard relatives: they describe
+# one connection, never the message, so they are not forwarded in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Set by the proxy itself: the upstream Host, the body length it really sends, and the
+# client's own credentials, which are never forwarded.
+_REQUEST_DROPPED = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "expect",
+    "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+}
+_RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
+
+
+def _connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """Headers named in `Connection:` are hop-by-hop too."""
+    listed: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        listed.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return frozenset(listed)
+
+
+def _filter(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
+    extra = _connection_listed(headers) if "Connection" in headers else frozenset()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in dropped and lower not in extra:
+            yield name, value
+
+
+def forwardable_request_headers(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+    """The client's headers that go upstream (the signer adds host, date, hash, auth)."""
+    return list(_filter(headers, _REQUEST_DROPPED))
+
+
+def response_headers(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+    """AWS's response headers as they go back to the client (x-amzn-RequestId etc. intact)."""
+    return list(_filter(headers, _RESPONSE_DROPPED))

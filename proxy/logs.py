@@ -1,0 +1,90 @@
+"""Structured JSON logs through structlog, configured once at start-up.
+
+A redaction processor runs last-but-one on every event, so no secret or session token reaches a
+log line at any level, whatever a caller passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+
+# Keys whose values are never logged, whatever they hold.
+_SECRET_KEYS = re.compile(
+    r"(secret|password|passwd|token|authorization|signature|credential|x-amz-security-token)",
+    re.IGNORECASE,
+)
+# Values that look like secrets wherever they appear: SigV4 signatures, AWS session tokens and
+# `Credential=AKID/...` scopes inside an Authorization header.
+_SECRET_VALUES = re.compile(
+    r"(Signature=)[0-9a-f]{64}|(Credential=)[A-Z0-9]{16,128}|"
+    r"(aws_secret_access_key\s*=\s*)\S+|(aws_session_token\s*=\s*)\S+"
+)
+REDACTED = "[redacted]"
+
+
+def _scrub_text(value: str) -> str:
+    return _SECRET_VALUES.sub(lambda m: next(g for g in m.groups() if g) + REDACTED, value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, dict):
+        return {k: REDACTED if _is_secret_key(k) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _is_secret_key(key: object) -> bool:
+    # `token_file` names a path, not a token; keep it visible.
+    return isinstance(key, str) and bool(_SECRET_KEYS.search(key)) and not key.endswith("_file")
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: blank secret-named keys and secret-shaped values."""
+    for key in list(event_dict):
+        if _is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog JSON output on `stream` (stderr by default). Call once at start-up."""
+    numeric = _LEVELS.get(level.lower(), logging.INFO)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # aiohttp's own loggers (bad requests from clients, etc.) go through the same level.
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=stream or sys.stderr)
+
+
+def get_logger(name: str) -> FilteringBoundLogger:
+    """A logger whose events carry `logger=<name>`."""
+    # Lazy: the logger takes its processors from configure_logging even when created before it.
+    logger: FilteringBoundLogger = structlog.get_logger(component=name)
+    return logger

@@ -1,0 +1,132 @@
+"""Name the AWS operation of a request: the key of rate-limit rules and metric labels.
+
+Pure functions over method, endpoint, path, query, headers and (small form) body. The wire
+form decides: `X-Amz-Target` (JSON protocol), `/service/{S}/operation/{Op}` (Smithy RPC v2
+CBOR), `Action=` (query and EC2 protocols, in the query string or a form body), S3's REST
+table. Other REST services are not named (name None, label 'other').
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from proxy.endpoints import CATALOG, S3_BUCKET_PREFIXES, Endpoint, service_prefix
+from proxy.s3ops import classify_s3
+
+# Form bodies larger than this are not parsed: the operation is in the first bytes anyway for
+# every SDK, and big bodies (SQS messages, SNS payloads) must not cost a full parse.
+MAX_FORM_BODY = 64 * 1024
+OTHER = "other"
+_FORM_TYPE = "application/x-www-form-urlencoded"
+# Operation names are PascalCase identifiers; anything else is not an operation name.
+_OPERATION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,127}$")
+_CBOR_PATH = re.compile(r"^/service/[^/]+/operation/([^/?]+)$")
+# Signing names whose operations are S3's: the label set is S3's.
+_OPERATION_SETS_OF = {"s3-object-lambda": "s3", "s3express": "s3"}
+_NO_OPERATIONS: frozenset[str] = frozenset()
+_QUERY_PROTOCOLS = frozenset({"query", "ec2"})
+
+
+def known_operations(service: str) -> frozenset[str]:
+    """Operation names botocore's models define for a signing name (empty when unknown)."""
+    return CATALOG.operations.get(_OPERATION_SETS_OF.get(service, service), _NO_OPERATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One request's service and operation, as far as the wire says."""
+
+    service: str  # signing name
+    name: str | None  # e.g. 'DescribeInstances', 'GetObject'; None when it cannot be named
+    bucket: str | None = None  # S3 only
+    key: str | None = None  # S3 only: the object key, percent-DECODED
+    # the wire protocol seen: 'query' | 'ec2' | 'json' | 'smithy-rpc-v2-cbor' | 'rest-json'
+    # | 'rest-xml' | 'unknown' (decides the shape of errors the proxy answers itself)
+    protocol: str = "unknown"
+
+    @property
+    def label(self) -> str:
+        """The name when the service really has that operation, else 'other': bounded."""
+        if self.name is not None and self.name in known_operations(self.service):
+            return self.name
+        return OTHER
+
+
+def classify(
+    method: str,
+    endpoint: Endpoint,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+) -> Operation:
+    """Name the operation of a request to `endpoint`.
+
+    `path` and `query` are raw (percent-encoded), `headers` case-insensitive, `body` the
+    buffered body or None when it streams.
+    """
+    method = method.upper()
+    service = endpoint.service
+    if endpoint.endpoint_prefix in S3_BUCKET_PREFIXES:
+        s3 = classify_s3(method, endpoint.bucket, path, query, headers)
+        return Operation(service, s3.name, s3.bucket, s3.key, protocol="rest-xml")
+    facts = service_prefix(endpoint.endpoint_prefix)
+    target = headers.get("x-amz-target")
+    if target is not None:
+        return Operation(service, _valid_name(target.rpartition(".")[2]), protocol="json")
+    if method == "POST":
+        cbor = _CBOR_PATH.match(path)
+        if cbor is not None and (
+            headers.get("smithy-protocol") == "rpc-v2-cbor"
+            or "smithy-rpc-v2-cbor" in facts.protocols
+        ):
+            name = _valid_name(unquote_plus(cbor.group(1)))
+            return Operation(service, name, protocol="smithy-rpc-v2-cbor")
+    # REST services may carry an `Action` parameter of their own (an API Gateway API's).
+    speaks_query = not facts.protocols or bool(facts.protocols & _QUERY_PROTOCOLS)
+    actions = _actions(method, query, headers, body) if speaks_query else []
+    if actions:
+        protocol = "ec2" if "ec2" in facts.protocols else "query"
+        name = _valid_name(actions[0]) if len(set(actions)) == 1 else None
+        return Operation(service, name, protocol=protocol)
+    return Operation(service, None, protocol=_rest_protocol(facts.protocols))
+
+
+def _valid_name(candidate: str) -> str | None:
+    return candidate if _OPERATION_NAME.match(candidate) else None
+
+
+def _actions(method: str, query: str, headers: Mapping[str, str], body: bytes | None) -> list[str]:
+    """Every `Action` value of the query string and, for small POST forms, the body.
+
+    More than one distinct value means we cannot tell which one AWS will act on.
+    """
+    found = _form_actions(query) if "Action" in query else []
+    if (
+        method == "POST"
+        and body
+        and len(body) <= MAX_FORM_BODY
+        and headers.get("content-type", "").lower().startswith(_FORM_TYPE)
+        and b"Action" in body
+    ):
+        found += _form_actions(body.decode("utf-8", errors="replace"))
+    return found
+
+
+def _form_actions(form: str) -> list[str]:
+    found = []
+    for part in form.split("&"):
+        raw_key, sep, raw_value = part.partition("=")
+        if sep and unquote_plus(raw_key) == "Action":
+            found.append(unquote_plus(raw_value))
+    return found
+
+
+def _rest_protocol(protocols: frozenset[str]) -> str:
+    for protocol in ("rest-xml", "rest-json"):
+        if protocol in protocols:
+            return protocol
+    return "unknown"

@@ -1,0 +1,164 @@
+"""Limit rules: which requests a rule covers and which bucket of the rule a request draws from.
+
+`operations` entries are exact names or shell-style patterns (`Describe*`); an entry starting
+with `!` excludes what it matches (`["*", "!Describe*"]`: every operation but the Describes).
+A rule with no positive entry covers every operation not excluded. A request whose operation
+could not be named is covered only by rules without `operations`.
+
+Bucket keys per `per`: `none` one bucket; `operation` one per operation name; `bucket` one per
+S3 bucket; `prefix` one per S3 bucket plus the first `prefix_depth` folder segments of the key
+(the object's own name is not a segment: `b/logs/2024/x.gz` at depth 1 is `b/logs`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import yaml
+
+from proxy.config import Config, LimitRule, limit_rule
+from proxy.configparse import ConfigError
+from proxy.operations import Operation
+
+DEFAULT_LIMITS_RESOURCE = "aws-limits.yaml"
+_PATTERN_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class OperationMatcher:
+    """Decides whether an operation name is one a rule covers."""
+
+    exact: frozenset[str]
+    patterns: re.Pattern[str] | None
+    excluded: re.Pattern[str] | None
+    covers_all: bool
+
+    def matches(self, name: str | None) -> bool:
+        if name is None:
+            return self.covers_all and self.excluded is None
+        if self.excluded is not None and self.excluded.fullmatch(name):
+            return False
+        if self.covers_all or name in self.exact:
+            return True
+        return self.patterns is not None and self.patterns.fullmatch(name) is not None
+
+
+def _alternation(globs: Iterable[str]) -> re.Pattern[str] | None:
+    parts = [fnmatch.translate(glob) for glob in globs]
+    return re.compile("|".join(f"(?:{part})" for part in parts)) if parts else None
+
+
+def operation_matcher(operations: Sequence[str]) -> OperationMatcher:
+    """Compile a rule's `operations` list (exact names, globs, `!` exclusions)."""
+    included = [op for op in operations if not op.startswith("!")]
+    excluded = [op[1:] for op in operations if op.startswith("!")]
+    exact = frozenset(op for op in included if not _PATTERN_CHARS & set(op))
+    globs = [op for op in included if _PATTERN_CHARS & set(op)]
+    return OperationMatcher(
+        exact=exact,
+        patterns=_alternation(globs),
+        excluded=_alternation(excluded),
+        covers_all=not included or "*" in included,
+    )
+
+
+def prefix_key(bucket: str | None, key: str | None, depth: int) -> str:
+    """The S3 partition a request falls in: bucket + the first `depth` folder segments."""
+    folders = key.split("/")[:-1] if key else []
+    return "/".join([bucket or "", *folders[:depth]])
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A LimitRule ready for the request path."""
+
+    rule: LimitRule
+    matcher: OperationMatcher
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    def covers(self, op: Operation) -> bool:
+        return self.matcher.matches(op.name)
+
+    def bucket_key(self, op: Operation) -> str:
+        """Which of the rule's buckets `op` draws from (never a metric label)."""
+        per = self.rule.per
+        if per == "none":
+            return ""
+        if per == "operation":
+            return op.name or ""
+        if per == "bucket":
+            return op.bucket or ""
+        return prefix_key(op.bucket, op.key, self.rule.prefix_depth)
+
+
+def compile_rule(rule: LimitRule) -> CompiledRule:
+    return CompiledRule(rule, operation_matcher(rule.operations))
+
+
+def same_shape(a: LimitRule, b: LimitRule) -> bool:
+    """True when bucket state of `a` stays meaningful for `b` (rate and burst may differ)."""
+    return (a.name, a.service, a.operations, a.per, a.prefix_depth) == (
+        b.name,
+        b.service,
+        b.operations,
+        b.per,
+        b.prefix_depth,
+    )
+
+
+def load_default_limits() -> tuple[LimitRule, ...]:
+    """AWS's published limits shipped in proxy/data/aws-limits.yaml."""
+    source = resources.files("proxy") / "data" / DEFAULT_LIMITS_RESOURCE
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or not isinstance(raw.get("limits"), list):
+        raise ConfigError("limits", "expected a list of rules", DEFAULT_LIMITS_RESOURCE)
+    try:
+        return tuple(
+            limit_rule(item, f"limits[{index}]") for index, item in enumerate(raw["limits"])
+        )
+    except ConfigError as error:
+        raise error.in_file(DEFAULT_LIMITS_RESOURCE) from None
+
+
+def merge_rules(defaults: Sequence[LimitRule], user: Sequence[LimitRule]) -> list[LimitRule]:
+    """Defaults first, each replaced in place by a user rule of the same name; then the rest."""
+    by_name = {rule.name: rule for rule in user}
+    default_names = {rule.name for rule in defaults}
+    merged = [by_name.get(rule.name, rule) for rule in defaults]
+    merged.extend(rule for rule in user if rule.name not in default_names)
+    return merged
+
+
+def effective_rules(config: Config) -> list[LimitRule]:
+    """The rules in force: the config's, plus AWS's defaults when include_default_limits."""
+    defaults = load_default_limits() if config.include_default_limits else ()
+    return merge_rules(defaults, config.limits)
+
+
+def describe_rules(rules: Sequence[LimitRule]) -> list[dict[str, object]]:
+    """The rules as plain data, for `check-config` to print."""
+    described: list[dict[str, object]] = []
+    for rule in rules:
+        entry: dict[str, object] = {
+            "name": rule.name,
+            "service": rule.service,
+            "operations": list(rule.operations) or "all",
+            "rate": rule.rate,
+            "burst": rule.burst,
+            "per": rule.per,
+        }
+        if rule.per == "prefix":
+            entry["prefix_depth"] = rule.prefix_depth
+        if rule.adaptive:
+            entry["adaptive"] = True
+        if rule.shadow:
+            entry["shadow"] = True
+        described.append(entry)
+    return described

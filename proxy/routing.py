@@ -1,0 +1,210 @@
+"""Where a request goes: the three ways in, the allow-list, and the signing scope. Pure.
+
+1. Host header naming an AWS host (`Host: ec2.us-east-1.amazonaws.com`),
+2. forward-proxy absolute-form targets (`GET http://ec2.us-east-1.amazonaws.com/…`),
+3. configured routes, by Host pattern or path prefix, evaluated in order; the first match wins.
+
+Hosts outside routes and `allow_hosts` are refused here, before any connection is opened: an
+open signer would hand the pod's session token to anyone's host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from proxy.config import Config, Route
+from proxy.endpoints import Endpoint, endpoint_for_host
+from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one request is sent and how it is signed."""
+
+    scheme: str
+    connect_host: str
+    connect_port: int
+    host_header: str  # sent and signed: the AWS name (or a path-prefix route's upstream host)
+    path: str  # raw, percent-encoded, as it will be sent
+    query: str  # raw query string as received, without '?'
+    endpoint: Endpoint
+
+    @property
+    def origin(self) -> str:
+        host = f"[{self.connect_host}]" if ":" in self.connect_host else self.connect_host
+        return f"{self.scheme}://{host}:{self.connect_port}"
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """`*.amazonaws.com` matches on label boundaries: `ec2.us-east-1.amazonaws.com`, never
+    `evilamazonaws.com`; a pattern without `*` matches exactly; `*` alone matches anything."""
+    if pattern == "*":
+        return True
+    if "*" not in pattern:
+        return host == pattern
+    if pattern.startswith("*.") and "*" not in pattern[2:]:
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return _glob(pattern, host)
+
+
+def _glob(pattern: str, host: str) -> bool:
+    # `*` inside a label-pattern stands for one or more characters other than '.'.
+    p_labels, h_labels = pattern.split("."), host.split(".")
+    if len(p_labels) != len(h_labels):
+        return False
+    for p, h in zip(p_labels, h_labels, strict=True):
+        head, star, tail = p.partition("*")
+        if not star:
+            if p != h:
+                return False
+        elif not (h.startswith(head) and h.endswith(tail) and len(h) > len(head) + len(tail)):
+            return False
+    return True
+
+
+def split_host_port(authority: str) -> tuple[str, int | None]:
+    """`host[:port]` or `[v6][:port]` → (lower-case host without trailing dot, port or None)."""
+    authority = authority.strip()
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise BadRequest(f"malformed host {authority!r}")
+        host, rest = authority[1:end], authority[end + 1 :]
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = authority.partition(":")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise BadRequest(f"malformed port in host {authority!r}")
+        port: int | None = int(port_text)
+    else:
+        port = None
+    host = host.lower().rstrip(".")
+    if not host or any(c in host for c in " /\\@?#"):
+        raise BadRequest(f"malformed host {authority!r}")
+    return host, port
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class Router:
+    """Resolves each request to a Target; built once per config (swapped whole on reload)."""
+
+    def __init__(self, config: Config) -> None:
+        self._routes = config.routes
+        self._allow = config.allow_hosts
+        self._region = config.region
+        self._allowed = lru_cache(maxsize=4096)(self._host_allowed)
+
+    def _host_allowed(self, host: str) -> bool:
+        # IP literals are never matched by wildcards: only an exact entry lets one through.
+        if _is_ip(host):
+            return host in self._allow
+        return any(host_matches(pattern, host) for pattern in self._allow)
+
+    def resolve(self, method: str, raw_target: str, host_header: str | None) -> Target:
+        """Route one request; raises MethodNotAllowed, BadRequest or HostNotAllowed."""
+        if method == "CONNECT":
+            raise MethodNotAllowed(
+                "CONNECT is refused: a TLS tunnel cannot be signed; send plain HTTP to the proxy"
+            )
+        scheme = "https"
+        if raw_target.startswith(("http://", "https://")):
+            parts = urlsplit(raw_target)
+            authority = parts.netloc
+            raw_path = raw_target[len(parts.scheme) + 3 + len(authority) :] or "/"
+        elif raw_target.startswith("/"):
+            if not host_header:
+                raise BadRequest("no Host header: say which AWS host to call")
+            authority, raw_path = host_header, raw_target
+        else:
+            raise BadRequest(f"unsupported request target {raw_target[:100]!r}")
+        if "@" in authority:
+            raise BadRequest("credentials in the request target are not accepted")
+        host, port = split_host_port(authority)
+        path, _, query = raw_path.partition("?")
+        path = path.split("#", 1)[0] or "/"
+        for route in self._routes:
+            if route.host is not None and host_matches(route.host, host):
+                return self._via_host_route(route, host, port, path, query)
+            if route.path_prefix is not None and path.startswith(route.path_prefix):
+                return self._via_prefix_route(route, path, query)
+        if not self._allowed(host):
+            raise HostNotAllowed(
+                f"host {host!r} is not in allow_hosts or routes; refusing to sign for it"
+            )
+        endpoint = endpoint_for_host(host, self._region)
+        if endpoint is None:
+            raise HostNotAllowed(f"host {host!r} is allowed but names no AWS service and region")
+        connect_port = port or _DEFAULT_PORTS[scheme]
+        # Forward-proxy targets come as http:// (apps cannot sign TLS through us); AWS is HTTPS.
+        return Target(
+            scheme, host, connect_port, _host_value(host, port, scheme), path, query, endpoint
+        )
+
+    def _via_host_route(
+        self, route: Route, host: str, port: int | None, path: str, query: str
+    ) -> Target:
+        upstream = urlsplit(route.upstream)
+        scheme = upstream.scheme
+        endpoint = _route_endpoint(route, host, self._region)
+        return Target(
+            scheme,
+            upstream.hostname or "",
+            upstream.port or _DEFAULT_PORTS[scheme],
+            _host_value(host, port, "https"),
+            path,
+            query,
+            endpoint,
+        )
+
+    def _via_prefix_route(self, route: Route, path: str, query: str) -> Target:
+        upstream = urlsplit(route.upstream)
+        scheme = upstream.scheme
+        up_host = (upstream.hostname or "").lower()
+        stripped = path[len(route.path_prefix or "") :]
+        stripped = stripped if stripped.startswith("/") else "/" + stripped
+        return Target(
+            scheme,
+            up_host,
+            upstream.port or _DEFAULT_PORTS[scheme],
+            _host_value(up_host, upstream.port, scheme),
+            stripped,
+            query,
+            _route_endpoint(route, up_host, self._region),
+        )
+
+
+def _host_value(host: str, port: int | None, scheme: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return shown
+    return f"{shown}:{port}"
+
+
+def _route_endpoint(route: Route, host: str, default_region: str) -> Endpoint:
+    """Explicit route values win; else what the AWS host says; else the upstream's host."""
+    inferred = endpoint_for_host(host, default_region) or endpoint_for_host(
+        route.upstream_host.lower(), default_region
+    )
+    if inferred is None and route.service is None:
+        raise HostNotAllowed(
+            f"route for {route.host or route.path_prefix!r} names no service and none can be "
+            f"inferred from {host!r} or {route.upstream_host!r}: set `service`"
+        )
+    service = route.service or (inferred.service if inferred else "")
+    region = route.region or (inferred.region if inferred else default_region)
+    prefix = inferred.endpoint_prefix if inferred else service
+    bucket = inferred.bucket if inferred else None
+    return Endpoint(service=service, endpoint_prefix=prefix, region=region, bucket=bucket)

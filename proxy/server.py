@@ -1,0 +1,221 @@
+"""The two listeners (proxy and admin), start-up, graceful drain and config reload.
+
+The proxy listener uses aiohttp's low-level server (no router: every path, including S3 keys
+like `/metrics`, is proxied). The admin listener, on its own port, serves /healthz, /readyz and
+/metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy.clock import Clock, SystemClock
+from proxy.config import Config, ConfigError, load_config
+from proxy.credentials.base import CredentialSource
+from proxy.logs import get_logger
+from proxy.metrics import Metrics
+from proxy.pipeline import PipelineParts, RequestPipeline
+from proxy.ratelimit import build_rate_limiter, effective_rules
+from proxy.readiness import ReadinessProbe
+from proxy.retry import AttemptRunner
+from proxy.routing import Router
+from proxy.upstream import UpstreamClient
+
+log = get_logger("proxy.server")
+
+
+@dataclass(frozen=True)
+class BoundAddresses:
+    proxy: tuple[str, int]
+    admin: tuple[str, int]
+
+
+class ProxyServer:
+    """One running proxy: listeners, shared upstream session, credentials, limiter, retries."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        credentials: CredentialSource | None = None,
+        env: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        profile: str | None = None,
+        mfa_code: str | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.upstream = UpstreamClient(config.upstream)
+        self._env = env
+        self._profile = profile
+        self._mfa_code = mfa_code
+        self._credentials_override = credentials
+        self.credentials: CredentialSource | None = credentials
+        self.limiter = build_rate_limiter(config, self.metrics, self.clock)
+        self.attempts = AttemptRunner(
+            config.retry,
+            self.metrics,
+            clock=self.clock,
+            on_throttle=self.limiter.observe_throttle,
+            on_success=self.limiter.observe_success,
+        )
+        self.pipeline: RequestPipeline | None = None
+        self.readiness = ReadinessProbe()
+        self._runners: list[web.BaseRunner] = []
+        self._draining = False
+        self._inflight = 0
+        self.addresses: BoundAddresses | None = None
+
+    async def start(self) -> BoundAddresses:
+        """Bind both listeners (port 0 picks a free port) and start background work."""
+        if self.credentials is None:
+            from proxy.credentials.setup import build_credential_source
+
+            self.credentials = build_credential_source(
+                self.config,
+                session=self.upstream.session,
+                metrics=self.metrics,
+                clock=self.clock,
+                env=self._env,
+                profile=self._profile,
+                mfa_code=self._mfa_code,
+            )
+        start = getattr(self.credentials, "start", None)
+        if start is not None:
+            await start()
+        self.readiness.credentials = self.credentials
+        parts = PipelineParts(self.config, Router(self.config), self.limiter, self.attempts)
+        self.pipeline = RequestPipeline(
+            parts,
+            credentials=self.credentials,
+            upstream=self.upstream,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        proxy_server = web.Server(
+            self._handle,
+            handler_cancellation=True,
+            auto_decompress=False,
+            max_field_size=self.config.max_header_size,
+            max_line_size=self.config.max_header_size,
+        )
+        proxy_addr = await self._listen(web.ServerRunner(proxy_server), self.config.listen)
+        admin_addr = await self._listen(web.AppRunner(self._admin_app()), self.config.admin_listen)
+        self.addresses = BoundAddresses(proxy_addr, admin_addr)
+        log.info(
+            "started",
+            listen=f"{proxy_addr[0]}:{proxy_addr[1]}",
+            admin=f"{admin_addr[0]}:{admin_addr[1]}",
+            config=self.config.source,
+        )
+        return self.addresses
+
+    async def _listen(self, runner: web.BaseRunner, address: tuple[str, int]) -> tuple[str, int]:
+        await runner.setup()
+        site = web.TCPSite(runner, address[0], address[1], reuse_address=True)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server  # the asyncio server: the only way to learn a port-0 bind
+        assert isinstance(server, asyncio.base_events.Server)
+        host, port = server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert self.pipeline is not None
+        self._inflight += 1
+        try:
+            response = await self.pipeline.handle(request)
+        finally:
+            self._inflight -= 1
+        if self._draining:
+            # Requests on connections opened before the drain are still served; tell the
+            # client not to reuse the connection.
+            response.force_close()
+        return response
+
+    def _admin_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        if self._draining:
+            return web.Response(status=503, text="draining\n")
+        ready, message = await self.readiness.check()
+        return web.Response(status=200 if ready else 503, text=message + "\n")
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def reload(self, path: str) -> bool:
+        """Read the config file again; on any error keep the old config. True when applied."""
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            log.error("reload-failed", error=str(error), kept=self.config.source)
+            return False
+        if config.listen != self.config.listen or config.admin_listen != self.config.admin_listen:
+            log.warning("reload-ignores-listen", detail="listen addresses change on restart only")
+        self.limiter.update_rules(effective_rules(config), config.limit_policy)
+        self.attempts.update_config(config.retry)
+        assert self.pipeline is not None
+        self.pipeline.parts = PipelineParts(config, Router(config), self.limiter, self.attempts)
+        self.config = config
+        log.info("reloaded", config=path, limits=len(effective_rules(config)))
+        return True
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Stop accepting, fail /readyz, let in-flight requests finish up to the grace time."""
+        grace = self.config.shutdown_grace if grace is None else grace
+        self._draining = True
+        log.info("draining", grace_seconds=grace)
+        proxy_runner = self._runners[0] if self._runners else None
+        if proxy_runner is not None:
+            for site in list(proxy_runner.sites):
+                await site.stop()
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._inflight > 0:
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning("drain-timeout", inflight=self._inflight)
+                break
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        close = getattr(self.credentials, "close", None)
+        if close is not None:
+            await close()
+        await self.limiter.close()
+        await self.upstream.close()
+
+
+async def serve_forever(server: ProxyServer, config_path: str | None) -> int:
+    """Run until SIGTERM/SIGINT (drain, exit 0); SIGHUP reloads `config_path`."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, server.reload, config_path)
+    await server.start()
+    await stop.wait()
+    await server.drain()
+    await server.close()
+    log.info("stopped")
+    return 0

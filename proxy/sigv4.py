@@ -1,0 +1,299 @@
+"""AWS Signature Version 4 for header-signed requests (shared/REFERENCE.md §3).
+
+Pure: the request, a frozen credentials snapshot and the time go in, the headers to send come
+out. The only state is `SigningKeyCache`, which holds derived keys (never secrets) and never
+awaits, so one cache can serve every request of an event loop.
+
+botocore's SigV4Auth/S3SigV4Auth define the semantics we match (tests/unit/test_sigv4_botocore.py
+checks it); where the proxy needs more than an SDK does (a raw client query, client-sent auth
+headers), the choice is explained where it is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
+
+from proxy.credentials.base import Credentials
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+# Signing names whose requests use the path exactly as encoded once (botocore S3_SIGNING_NAMES).
+S3_SIGNING_NAMES = frozenset({"s3", "s3-outposts", "s3-object-lambda", "s3express"})
+
+# Hops may add or rewrite these, so a signature over them would break in transit.
+UNSIGNED_HEADERS = frozenset(
+    {
+        "baggage",
+        "connection",
+        "expect",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "traceparent",
+        "tracestate",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "x-amzn-trace-id",
+    }
+)
+
+# Whatever the client sent for these is dropped: we set them ourselves, and forwarding a
+# client's own Authorization or token would sign with, or leak, someone else's credentials.
+REPLACED_HEADERS = frozenset(
+    {"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256", "host"}
+)
+
+_UNRESERVED = "-_.~"
+_PLAIN_COMPONENT = re.compile(r"[A-Za-z0-9\-_.~]*")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
+
+
+@dataclass(frozen=True, slots=True)
+class SigningInput:
+    """One request as the proxy will send it, before signing."""
+
+    method: str
+    host: str  # the Host header to send, with :port when not the default
+    path: str  # raw, percent-encoded path as received ('' means '/')
+    query: str  # raw query string without '?', '' when none
+    headers: Sequence[tuple[str, str]]  # client headers to forward, original case, repeats kept
+    payload_hash: str  # hex sha256 of the body, UNSIGNED_PAYLOAD or STREAMING_PAYLOAD
+    service: str  # signing name: 's3', 'ec2', 'dynamodb', ...
+    region: str
+    # Only the published test suite turns this off: its vectors predate x-amz-content-sha256.
+    send_content_sha256: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """What to put on the wire: send `path`, `query` and `headers` exactly as given."""
+
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    signature: str  # hex; the seed signature of a chunked upload
+    amz_date: str  # YYYYMMDDTHHMMSSZ
+    scope: str  # yyyymmdd/region/service/aws4_request
+    # Key-equivalent material and, in the canonical request, the session token: kept out of
+    # repr so a logged SignedRequest leaks neither. Needed by ChunkSigner and for debugging
+    # SignatureDoesNotMatch (AWS answers with its own canonical request).
+    signing_key: bytes = field(repr=False)
+    canonical_request: str = field(repr=False)
+    string_to_sign: str = field(repr=False)
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+
+
+def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The SigV4 key for one day/region/service: HMAC chain from "AWS4" + secret."""
+    k_date = _hmac(("AWS4" + secret).encode("utf-8"), date)
+    return _hmac(_hmac(_hmac(k_date, region), service), "aws4_request")
+
+
+class SigningKeyCache:
+    """Bounded LRU of derived signing keys, keyed on a hash of the secret, never the secret.
+
+    A derived key is valid for one day, region and service, so a handful of entries serve a
+    whole fleet of requests. No awaits inside: safe to share across one event loop's tasks.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._keys: OrderedDict[tuple[bytes, str, str, str], bytes] = OrderedDict()
+
+    def key(self, secret: str, date: str, region: str, service: str) -> bytes:
+        """The signing key for (secret, yyyymmdd, region, service), derived at most once."""
+        cache_key = (hashlib.sha256(secret.encode("utf-8")).digest(), date, region, service)
+        found = self._keys.get(cache_key)
+        if found is not None:
+            self._keys.move_to_end(cache_key)
+            return found
+        derived = derive_signing_key(secret, date, region, service)
+        self._keys[cache_key] = derived
+        if len(self._keys) > self._max_entries:
+            self._keys.popitem(last=False)
+        return derived
+
+    def clear(self) -> None:
+        """Forget every key (e.g. after credentials were revoked)."""
+        self._keys.clear()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def amz_date(now: float) -> str:
+    """Epoch seconds as the X-Amz-Date format, UTC, whole seconds."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def remove_dot_segments(path: str) -> str:
+    """Resolve '.' and '..' and collapse repeated '/', as AWS (and botocore) normalise paths."""
+    kept: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if kept:
+                kept.pop()
+        else:
+            kept.append(segment)
+    trailing = "/" if path.endswith("/") and kept else ""
+    return "/" + "/".join(kept) + trailing
+
+
+def _encode_once(component: str) -> str:
+    """Decode %XX escapes and re-encode with the RFC 3986 unreserved set (bytes-exact)."""
+    if _PLAIN_COMPONENT.fullmatch(component):
+        return component
+    return quote_from_bytes(unquote_to_bytes(component), safe=_UNRESERVED)
+
+
+def canonical_uri(path: str, service: str) -> str:
+    """The path as it appears in the canonical request.
+
+    S3: the once-encoded path, no normalisation (keys may contain '//' or '..').
+    Everyone else: dot segments removed, then encoded a second time ('%2F' -> '%252F').
+    """
+    if not path.startswith("/"):
+        path = "/" + path
+    if service in S3_SIGNING_NAMES:
+        return s3_path_to_send(path)
+    if _PLAIN_PATH.fullmatch(path) and "//" not in path and "/." not in path:
+        return path
+    return quote(remove_dot_segments(path), safe="/~")
+
+
+def s3_path_to_send(path: str) -> str:
+    """Canonical single encoding of an S3 path, segment by segment.
+
+    Idempotent on what SDKs send (botocore encodes keys with safe='/~'); it only rewrites
+    characters a client left raw (e.g. '!', '+', non-ASCII) or lowercase escapes, so the path
+    we sign and send has one spelling whatever S3 does to rebuild it. An encoded '/' (%2F)
+    stays encoded: splitting first keeps it inside its segment.
+    """
+    if not path.startswith("/"):
+        path = "/" + path
+    if _PLAIN_PATH.fullmatch(path):
+        return path
+    return "/".join(_encode_once(segment) for segment in path.split("/"))
+
+
+def canonical_query(query: str) -> str:
+    """The canonical query string, which is also the query string to send.
+
+    Pairs split on '&' and on the first '='; a key without '=' gets an empty value; empty
+    pairs are dropped. Each key and value is percent-decoded and re-encoded with the RFC 3986
+    unreserved set. '+' is a literal plus (sent as %2B), never a space: AWS treats it so
+    (curl/curl#20543, smithy-lang/smithy-rs#4227). Sorted by encoded key, then value.
+    """
+    if not query:
+        return ""
+    pairs: list[tuple[str, str]] = []
+    for part in query.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        pairs.append((_encode_once(key), _encode_once(value)))
+    pairs.sort()
+    return "&".join([f"{key}={value}" for key, value in pairs])
+
+
+def _canonical_value(value: str) -> str:
+    # Trim and collapse inner whitespace runs to one space (the spec's Trimall, as botocore).
+    return " ".join(value.split())
+
+
+def sign(req: SigningInput, creds: Credentials, now: float, keys: SigningKeyCache) -> SignedRequest:
+    """Sign `req` with one credentials snapshot at time `now` (epoch seconds).
+
+    Client-sent Authorization, X-Amz-Date, X-Amz-Security-Token, X-Amz-Content-SHA256 and Host
+    are replaced; every other client header is forwarded, and signed unless hops may change it
+    (UNSIGNED_HEADERS). Header values must be final: a header changed after signing breaks it.
+    """
+    date_time = amz_date(now)
+    date = date_time[:8]
+    scope = f"{date}/{req.region}/{req.service}/aws4_request"
+
+    forwarded: list[tuple[str, str]] = []
+    to_sign: dict[str, list[str]] = {}
+    for name, value in req.headers:
+        lower = name.lower()
+        if lower in REPLACED_HEADERS:
+            continue
+        forwarded.append((name, value))
+        if lower not in UNSIGNED_HEADERS:
+            to_sign.setdefault(lower, []).append(value)
+
+    added: list[tuple[str, str]] = [("Host", req.host), ("X-Amz-Date", date_time)]
+    if req.send_content_sha256:
+        added.append(("X-Amz-Content-SHA256", req.payload_hash))
+    if creds.session_token:
+        added.append(("X-Amz-Security-Token", creds.session_token))
+    for name, value in added:
+        to_sign[name.lower()] = [value]
+
+    signed_names = sorted(to_sign)
+    header_lines: list[str] = []
+    for name in signed_names:
+        values = to_sign[name]
+        joined = (
+            _canonical_value(values[0])
+            if len(values) == 1
+            else ",".join([_canonical_value(v) for v in values])
+        )
+        header_lines.append(f"{name}:{joined}\n")
+    canonical_headers = "".join(header_lines)
+    signed_headers = ";".join(signed_names)
+
+    if req.service in S3_SIGNING_NAMES:
+        path_to_send = s3_path_to_send(req.path)
+        uri = path_to_send
+    else:
+        path_to_send = req.path if req.path.startswith("/") else "/" + req.path
+        uri = canonical_uri(path_to_send, req.service)
+    query = canonical_query(req.query)
+
+    canonical_request = (
+        f"{req.method.upper()}\n{uri}\n{query}\n{canonical_headers}\n"
+        f"{signed_headers}\n{req.payload_hash}"
+    )
+    request_hash = hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
+    string_to_sign = f"{ALGORITHM}\n{date_time}\n{scope}\n{request_hash}"
+    key = keys.key(creds.secret_access_key, date, req.region, req.service)
+    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    authorization = (
+        f"{ALGORITHM} Credential={creds.access_key_id}/{scope}, "
+        f"SignedHeaders={signed_headers}, Signature={signature}"
+    )
+    forwarded.extend(added)
+    forwarded.append(("Authorization", authorization))
+    return SignedRequest(
+        path=path_to_send,
+        query=query,
+        headers=forwarded,
+        signature=signature,
+        amz_date=date_time,
+        scope=scope,
+        signing_key=key,
+        canonical_request=canonical_request,
+        string_to_sign=string_to_sign,
+    )

@@ -1,0 +1,209 @@
+"""Real servers on loopback for integration and e2e tests: moto, redis, the proxy process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+VENV_BIN = Path(sys.executable).parent
+EXAMPLE_KEY_ID = "AKIDEXAMPLE"
+EXAMPLE_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+_GIVEN_PORTS: set[int] = set()
+
+
+def free_port() -> int:
+    """A port nothing listens on now, never the same twice in one test run."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+
+
+def wait_for_port(
+    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class MotoServer:
+    """`moto_server`; `enable_auth()` switches SigV4 checking on for every later request."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def enable_auth(self) -> None:
+        """From now on every request must carry a valid signature."""
+        request = urllib.request.Request(
+            f"{self.url}/moto-api/reset-auth",
+            data=b"0",
+            method="POST",
+            # Not a form: moto reads the raw body, which Flask empties for form posts.
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            answer.read()
+
+    def create_admin_user(self, name: str = "proxy-tester") -> tuple[str, str]:
+        """An IAM user allowed everything; returns its (access key id, secret).
+
+        Call before enable_auth(): moto then checks every signature against this key.
+        """
+        import boto3
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=EXAMPLE_KEY_ID,
+            aws_secret_access_key=EXAMPLE_SECRET,
+        )
+        iam.create_user(UserName=name)
+        iam.put_user_policy(
+            UserName=name,
+            PolicyName="everything",
+            PolicyDocument='{"Version":"2012-10-17","Statement":'
+            '[{"Effect":"Allow","Action":"*","Resource":"*"}]}',
+        )
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            answer.read()
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[MotoServer]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HTTP"))}
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_for_port(port, 30, proc)
+        yield MotoServer(port, proc)
+    finally:
+        _stop(proc)
+
+
+@dataclass
+class ProxyProcess:
+    """`python -m proxy run` as a real process, with its log captured to a file."""
+
+    config_path: Path
+    port: int
+    admin_port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        _stop(self.proc)
+        return self.proc.returncode
+
+
+def credential_env(tmp: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: example keys, no user files, no IMDS lookups."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and k not in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy")
+    }
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": EXAMPLE_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": EXAMPLE_SECRET,
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-credentials"),
+            "AWS_CONFIG_FILE": str(tmp / "no-config"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def proxy_process(
+    tmp: Path,
+    config: Mapping[str, object],
+    env: Mapping[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> Iterator[ProxyProcess]:
+    """Start the proxy with `config` (listen/admin ports filled in) and wait until it listens."""
+    port, admin_port = free_port(), free_port()
+    full = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin_port}", **config}
+    config_path = tmp / f"proxy-{port}.yaml"
+    config_path.write_text(yaml.safe_dump(full), encoding="utf-8")
+    log_path = tmp / f"proxy-{port}.log"
+    run_env = dict(env) if env is not None else credential_env(tmp)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "run", "--config", str(config_path), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=run_env,
+        )
+        handle = ProxyProcess(config_path, port, admin_port, proc, log_path, run_env)
+        try:
+            wait_for_port(port, 20, proc)
+            wait_for_port(admin_port, 5, proc)
+            yield handle
+        finally:
+            _stop(proc)

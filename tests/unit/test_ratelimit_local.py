@@ -1,0 +1,274 @@
+"""The in-process limiter with a fake clock: decisions, several rules, queue, shadow, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+
+import pytest
+
+from proxy.clock import FakeClock
+from proxy.config import LimitPolicy, LimitRule
+from proxy.errors import RateLimited
+from proxy.metrics import Metrics
+from proxy.operations import Operation
+from proxy.ratelimit import LocalRateLimiter
+
+DESCRIBE = Operation("ec2", "DescribeInstances", protocol="ec2")
+RUN = Operation("ec2", "RunInstances", protocol="ec2")
+SQS = Operation("sqs", "SendMessage", protocol="json")
+
+
+class AdvancingSleep:
+    """Sleeps by moving the fake clock: fine while requests run one after another."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.clock.advance(seconds)
+
+
+class GatedSleep:
+    """Sleeps until the test opens the gate: to look at requests while they wait."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        await self.gate.wait()
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(f"throttle_proxy_{name}", labels)
+    return 0.0 if value is None else value
+
+
+def make(
+    rules: list[LimitRule],
+    policy: LimitPolicy | None = None,
+    sleep: AdvancingSleep | GatedSleep | None = None,
+) -> tuple[LocalRateLimiter, FakeClock, Metrics]:
+    clock, metrics = FakeClock(), Metrics()
+    limiter = LocalRateLimiter(
+        rules,
+        policy or LimitPolicy(max_wait=5.0, max_queue=100),
+        metrics,
+        clock,
+        sleep=sleep or AdvancingSleep(clock),
+    )
+    return limiter, clock, metrics
+
+
+async def test_uncovered_request_is_free_and_starts_nothing() -> None:
+    limiter, _, _ = make([LimitRule("r", "ec2", 1, 1, ("DescribeInstances",))])
+    before = len(asyncio.all_tasks())
+    assert await limiter.acquire(SQS) == 0.0
+    assert await limiter.acquire(RUN) == 0.0
+    assert len(asyncio.all_tasks()) == before
+    await limiter.close()
+
+
+async def test_burst_then_waits_at_the_rate_then_refuses_past_max_wait() -> None:
+    clock = FakeClock()
+    sleep = AdvancingSleep(clock)
+    metrics = Metrics()
+    limiter = LocalRateLimiter(
+        [LimitRule("d", "ec2", rate=10, burst=3, operations=("DescribeInstances",))],
+        LimitPolicy(max_wait=0.25, max_queue=100),
+        metrics,
+        clock,
+        sleep=sleep,
+    )
+    waits = [await limiter.acquire(DESCRIBE) for _ in range(3)]
+    assert waits == [0.0, 0.0, 0.0]
+    # The bucket is empty; each further request waits one interval (the sleep moves time).
+    assert await limiter.acquire(DESCRIBE) == pytest.approx(0.1)
+    # Fill the queue ahead without sleeping: three grants in a row at the same moment.
+    limiter._sleep = GatedSleep()
+    waiters = [asyncio.create_task(limiter.acquire(DESCRIBE)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert limiter._sleep.calls == pytest.approx([0.1, 0.2])
+    with pytest.raises(RateLimited) as refused:
+        await limiter.acquire(DESCRIBE)  # would wait 0.3 s > max_wait 0.25 s
+    assert refused.value.rule == "d"
+    assert refused.value.retry_after == pytest.approx(0.1)
+    assert sample(metrics, "ratelimit_decisions_total", rule="d", decision="allowed") == 3
+    assert sample(metrics, "ratelimit_decisions_total", rule="d", decision="delayed") == 3
+    assert sample(metrics, "ratelimit_decisions_total", rule="d", decision="rejected") == 1
+    assert sample(metrics, "ratelimit_queue_depth", rule="d") == 2
+    limiter._sleep.gate.set()
+    await asyncio.gather(*waiters)
+    assert sample(metrics, "ratelimit_queue_depth", rule="d") == 0
+    assert sample(metrics, "ratelimit_wait_seconds_count", rule="d") == 6
+    await limiter.close()
+
+
+async def test_a_refused_request_charges_no_rule() -> None:
+    loose = LimitRule("loose", "ec2", rate=100, burst=100)
+    tight = LimitRule("tight", "ec2", rate=1, burst=1, operations=("RunInstances",))
+    limiter, _, metrics = make([loose, tight], LimitPolicy(max_wait=0.5, max_queue=100))
+    assert await limiter.acquire(RUN) == 0.0
+    for _ in range(3):
+        with pytest.raises(RateLimited) as refused:
+            await limiter.acquire(RUN)
+        assert refused.value.rule == "tight"
+    # Only the one admitted RunInstances drew from the loose bucket: 99 left at once.
+    waits = [await limiter.acquire(DESCRIBE) for _ in range(99)]
+    assert waits == [0.0] * 99
+    assert sample(metrics, "ratelimit_decisions_total", rule="loose", decision="rejected") == 0
+    assert sample(metrics, "ratelimit_decisions_total", rule="tight", decision="rejected") == 3
+    await limiter.close()
+
+
+async def test_several_rules_wait_for_the_slowest_and_charge_all_at_that_time() -> None:
+    loose = LimitRule("loose", "ec2", rate=10, burst=1)
+    tight = LimitRule("tight", "ec2", rate=1, burst=1, operations=("RunInstances",))
+    sleep = GatedSleep()
+    limiter, clock, _ = make([loose, tight], sleep=sleep)
+    assert await limiter.acquire(RUN) == 0.0
+    second = asyncio.create_task(limiter.acquire(RUN))
+    await asyncio.sleep(0)
+    assert sleep.calls == pytest.approx([1.0])  # the tight rule decides
+    clock.advance(0.95)
+    # A DescribeInstances (loose only) comes after the RunInstances admitted at 1.0: it
+    # queues behind it instead of sharing the loose bucket's moment.
+    third = asyncio.create_task(limiter.acquire(DESCRIBE))
+    await asyncio.sleep(0)
+    assert sleep.calls[1] == pytest.approx(0.15)
+    sleep.gate.set()
+    assert await second == pytest.approx(1.0)
+    assert await third == pytest.approx(0.15)
+    await limiter.close()
+
+
+async def test_full_queue_refuses_what_would_wait_but_not_what_goes_at_once() -> None:
+    sleep = GatedSleep()
+    rule = LimitRule("d", "ec2", rate=10, burst=2, operations=("DescribeInstances",))
+    limiter, _, metrics = make([rule], LimitPolicy(max_wait=10, max_queue=2), sleep)
+    other = LimitRule("o", "sqs", rate=10, burst=10)
+    limiter.update_rules([rule, other], limiter.policy)
+    assert [await limiter.acquire(DESCRIBE) for _ in range(2)] == [0.0, 0.0]
+    waiters = [asyncio.create_task(limiter.acquire(DESCRIBE)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(RateLimited, match="queue full"):
+        await limiter.acquire(DESCRIBE)
+    assert await limiter.acquire(SQS) == 0.0  # needs no wait: a full queue does not matter
+    sleep.gate.set()
+    await asyncio.gather(*waiters)
+    assert sample(metrics, "ratelimit_decisions_total", rule="d", decision="rejected") == 1
+    await limiter.close()
+
+
+async def test_cancelled_waiter_frees_its_place_and_its_slot() -> None:
+    sleep = GatedSleep()
+    rule = LimitRule("d", "ec2", rate=10, burst=1, operations=("DescribeInstances",))
+    limiter, _, metrics = make([rule], LimitPolicy(max_wait=10, max_queue=1), sleep)
+    assert await limiter.acquire(DESCRIBE) == 0.0
+    waiter = asyncio.create_task(limiter.acquire(DESCRIBE))
+    await asyncio.sleep(0)
+    assert limiter.waiting == 1
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.waiting == 0
+    assert sample(metrics, "ratelimit_queue_depth", rule="d") == 0
+    # The queue has room again, and the next request gets the cancelled one's slot.
+    nxt = asyncio.create_task(limiter.acquire(DESCRIBE))
+    await asyncio.sleep(0)
+    assert sleep.calls == pytest.approx([0.1, 0.1])
+    sleep.gate.set()
+    assert await nxt == pytest.approx(0.1)
+    await limiter.close()
+
+
+async def test_shadow_rule_counts_but_never_delays_or_refuses() -> None:
+    rule = LimitRule("s", "ec2", rate=1, burst=1, shadow=True)
+    limiter, _, metrics = make([rule], LimitPolicy(max_wait=2.0, max_queue=10))
+    waits = [await limiter.acquire(DESCRIBE) for _ in range(5)]
+    assert waits == [0.0] * 5
+    decisions = {
+        d: sample(metrics, "ratelimit_decisions_total", rule="s", decision=d)
+        for d in ("shadow_allowed", "shadow_delayed", "shadow_rejected", "allowed")
+    }
+    # 1 at once, then would-wait 1 s and 2 s, then over max_wait twice.
+    assert decisions == {
+        "shadow_allowed": 1,
+        "shadow_delayed": 2,
+        "shadow_rejected": 2,
+        "allowed": 0,
+    }
+    await limiter.close()
+
+
+async def test_reload_keeps_buckets_of_unchanged_shape_and_applies_new_rate() -> None:
+    rule = LimitRule("d", "ec2", rate=10, burst=2, operations=("DescribeInstances",))
+    limiter, _, metrics = make([rule])
+    await limiter.acquire(DESCRIBE)
+    await limiter.acquire(DESCRIBE)
+    faster = LimitRule("d", "ec2", rate=100, burst=2, operations=("DescribeInstances",))
+    limiter.update_rules([faster], LimitPolicy())
+    # Bucket state survived (still empty) and the new rate applies at once.
+    assert await limiter.acquire(DESCRIBE) == pytest.approx(0.01)
+    assert sample(metrics, "ratelimit_rate", rule="d") == 100
+    reshaped = LimitRule("d", "ec2", rate=100, burst=2, operations=("DescribeVpcs",))
+    limiter.update_rules([reshaped, LimitRule("x", "ec2", 5, 5)], LimitPolicy())
+    assert await limiter.acquire(Operation("ec2", "DescribeVpcs")) == 0.0
+    limiter.update_rules([LimitRule("x", "ec2", 5, 5)], LimitPolicy())
+    assert metrics.registry.get_sample_value("throttle_proxy_ratelimit_rate", {"rule": "d"}) is None
+    await limiter.close()
+
+
+async def test_adaptive_rule_slows_on_throttles_and_grows_back() -> None:
+    rule = LimitRule("a", "ec2", rate=100, burst=10, adaptive=True)
+    limiter, clock, metrics = make([rule])
+    limiter.observe_success(DESCRIBE)
+    assert sample(metrics, "ratelimit_rate", rule="a") == 100
+    limiter.observe_throttle(DESCRIBE)
+    assert sample(metrics, "ratelimit_rate", rule="a") == pytest.approx(70)
+    limiter.observe_throttle(DESCRIBE)  # same moment: one cut per cooldown
+    assert sample(metrics, "ratelimit_rate", rule="a") == pytest.approx(70)
+    clock.advance(2.0)
+    limiter.observe_success(DESCRIBE)
+    grown = sample(metrics, "ratelimit_rate", rule="a")
+    assert 70 < grown < 100
+    clock.advance(60.0)
+    limiter.observe_success(DESCRIBE)
+    assert sample(metrics, "ratelimit_rate", rule="a") == 100  # capped by the configured rate
+    limiter.observe_throttle(SQS)  # no adaptive rule covers it: nothing happens
+    await limiter.close()
+
+
+async def test_idle_prefix_state_is_forgotten() -> None:
+    rule = LimitRule("p", "s3", rate=5500, burst=5500, per="prefix")
+    limiter, clock, _ = make([rule])
+    state = limiter.rules.states[0]
+    for i in range(20_000):
+        op = Operation("s3", "GetObject", bucket="b", key=f"p{i}/x", protocol="rest-xml")
+        await limiter.acquire(op)
+    assert len(state.buckets) == 20_000
+    clock.advance(1.0)
+    assert limiter.sweep_idle() == 20_000
+    assert len(state.buckets) == 0
+    gc.collect()
+    assert sys.getsizeof(state.buckets._tats) < 10_000
+    await limiter.close()
+
+
+async def test_background_sweeper_runs_on_its_own() -> None:
+    rule = LimitRule("p", "s3", rate=5500, burst=5500, per="prefix")
+    limiter, clock, _ = make([rule], LimitPolicy(idle_expiry=0.01))
+    for i in range(50):
+        await limiter.acquire(Operation("s3", "GetObject", bucket="b", key=f"p{i}/x"))
+    clock.advance(1.0)
+    for _ in range(100):  # bounded: the sweeper wakes every 50 ms
+        if not len(limiter.rules.states[0].buckets):
+            break
+        await asyncio.sleep(0.01)
+    assert len(limiter.rules.states[0].buckets) == 0
+    await limiter.close()

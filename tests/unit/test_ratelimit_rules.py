@@ -1,0 +1,172 @@
+"""Rule matching, bucket keys, AWS default limits and how user rules replace them."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.config import Config, LimitRule, parse_config
+from proxy.operations import Operation
+from proxy.ratelimit.rules import (
+    compile_rule,
+    describe_rules,
+    effective_rules,
+    load_default_limits,
+    merge_rules,
+    operation_matcher,
+    prefix_key,
+    same_shape,
+)
+
+
+def test_exact_names_match_only_themselves() -> None:
+    matcher = operation_matcher(["DescribeInstances"])
+    assert matcher.matches("DescribeInstances")
+    assert not matcher.matches("DescribeInstancesX")
+    assert not matcher.matches("describeinstances")
+    assert not matcher.matches(None)
+
+
+def test_globs_and_exclusions() -> None:
+    matcher = operation_matcher(["Describe*", "Get?tem"])
+    assert matcher.matches("DescribeVpcs")
+    assert matcher.matches("GetItem")
+    assert not matcher.matches("RunInstances")
+    mutating = operation_matcher(["*", "!Describe*", "!RunInstances"])
+    assert mutating.matches("StopInstances")
+    assert not mutating.matches("DescribeVpcs")
+    assert not mutating.matches("RunInstances")
+    assert not mutating.matches(None)  # an unnamed operation is not "all but Describes"
+
+
+def test_no_operations_covers_everything_even_unnamed() -> None:
+    matcher = operation_matcher([])
+    assert matcher.matches("Anything")
+    assert matcher.matches(None)
+    only_exclusions = operation_matcher(["!GetObject"])
+    assert only_exclusions.matches("PutObject")
+    assert not only_exclusions.matches("GetObject")
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key", "depth", "expected"),
+    [
+        ("b", "logs/2024/01/x.gz", 1, "b/logs"),
+        ("b", "logs/2024/01/x.gz", 2, "b/logs/2024"),
+        ("b", "logs/2024/01/x.gz", 9, "b/logs/2024/01"),
+        ("b", "logs/2024/01/x.gz", 0, "b"),
+        ("b", "top-level.txt", 1, "b"),
+        ("b", "folder/", 1, "b/folder"),
+        ("b", None, 1, "b"),
+        (None, None, 1, ""),
+    ],
+)
+def test_prefix_key_is_bucket_plus_leading_folders(
+    bucket: str | None, key: str | None, depth: int, expected: str
+) -> None:
+    assert prefix_key(bucket, key, depth) == expected
+
+
+@pytest.mark.parametrize(
+    ("per", "expected"),
+    [("none", ""), ("operation", "GetObject"), ("bucket", "photos"), ("prefix", "photos/2024")],
+)
+def test_bucket_key_per_scope(per: str, expected: str) -> None:
+    rule = compile_rule(LimitRule("r", "s3", 10, 10, per=per, prefix_depth=1))
+    op = Operation("s3", "GetObject", bucket="photos", key="2024/cat.jpg", protocol="rest-xml")
+    assert rule.covers(op)
+    assert rule.bucket_key(op) == expected
+
+
+def test_defaults_hold_the_published_ec2_and_s3_limits() -> None:
+    by_name = {rule.name: rule for rule in load_default_limits()}
+    non_mutating = by_name["aws-ec2-non-mutating"]
+    assert (non_mutating.burst, non_mutating.rate) == (100, 20)
+    assert (by_name["aws-ec2-mutating"].burst, by_name["aws-ec2-mutating"].rate) == (50, 5)
+    assert (by_name["aws-ec2-run-instances"].burst, by_name["aws-ec2-run-instances"].rate) == (
+        5,
+        2,
+    )
+    assert by_name["aws-ec2-terminate-instances"].rate == 5
+    assert by_name["aws-ec2-create-tags"].burst == 100
+    reads, writes = by_name["aws-s3-reads-per-prefix"], by_name["aws-s3-writes-per-prefix"]
+    assert (reads.rate, reads.per, writes.rate, writes.per) == (5500, "prefix", 3500, "prefix")
+
+
+@pytest.mark.parametrize(
+    ("operation", "rule"),
+    [
+        ("DescribeInstances", "aws-ec2-non-mutating"),
+        ("GetConsoleOutput", "aws-ec2-non-mutating"),
+        ("StopInstances", "aws-ec2-mutating"),
+        ("RunInstances", "aws-ec2-run-instances"),
+        ("TerminateInstances", "aws-ec2-terminate-instances"),
+        ("CreateTags", "aws-ec2-create-tags"),
+    ],
+)
+def test_each_ec2_action_falls_in_exactly_one_default_bucket(operation: str, rule: str) -> None:
+    rules = [compile_rule(r) for r in load_default_limits() if r.service == "ec2"]
+    covering = [r.name for r in rules if r.covers(Operation("ec2", operation, protocol="ec2"))]
+    assert covering == [rule]
+
+
+def test_user_rule_with_a_default_name_replaces_it_in_place() -> None:
+    config = parse_config(
+        {
+            "include_default_limits": True,
+            "limits": [
+                {"name": "aws-ec2-run-instances", "service": "ec2", "rate": 1, "burst": 1},
+                {"name": "mine", "service": "sqs", "rate": 50},
+            ],
+        }
+    )
+    rules = effective_rules(config)
+    names = [rule.name for rule in rules]
+    assert names.count("aws-ec2-run-instances") == 1
+    assert names[-1] == "mine"
+    replaced = rules[names.index("aws-ec2-run-instances")]
+    assert (replaced.rate, replaced.burst, replaced.operations) == (1, 1, ())
+    assert len(rules) == len(load_default_limits()) + 1
+
+
+def test_defaults_are_off_unless_asked_for() -> None:
+    assert effective_rules(Config()) == []
+    user = LimitRule("x", "ec2", 1, 1)
+    assert merge_rules([], [user]) == [user]
+
+
+def test_same_shape_ignores_rate_and_burst_only() -> None:
+    rule = LimitRule("r", "s3", 10, 10, per="prefix")
+    assert same_shape(rule, LimitRule("r", "s3", 99, 5, per="prefix"))
+    assert not same_shape(rule, LimitRule("r", "s3", 10, 10, per="prefix", prefix_depth=2))
+    assert not same_shape(rule, LimitRule("r", "s3", 10, 10, per="bucket"))
+    assert not same_shape(rule, LimitRule("r", "s3", 10, 10, ("GetObject",), per="prefix"))
+
+
+def test_describe_rules_shows_what_check_config_prints() -> None:
+    described = describe_rules(
+        [
+            LimitRule("a", "ec2", 100, 100, ("DescribeInstances",)),
+            LimitRule("b", "s3", 5, 5, per="prefix", prefix_depth=2, adaptive=True, shadow=True),
+        ]
+    )
+    assert described == [
+        {
+            "name": "a",
+            "service": "ec2",
+            "operations": ["DescribeInstances"],
+            "rate": 100,
+            "burst": 100,
+            "per": "none",
+        },
+        {
+            "name": "b",
+            "service": "s3",
+            "operations": "all",
+            "rate": 5,
+            "burst": 5,
+            "per": "prefix",
+            "prefix_depth": 2,
+            "adaptive": True,
+            "shadow": True,
+        },
+    ]
