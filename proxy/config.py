@@ -413,9 +413,18 @@ def summary(config: Config) -> dict[str, Any]:
         "allow_hosts": list(config.allow_hosts),
         "routes": [{k: v for k, v in vars(r).items() if v is not None} for r in config.routes],
         "limits": len(config.limits),
-        "redis": config.redis.url if config.redis else None,
+        "redis": _masked_url(config.redis.url) if config.redis else None,
         "retry": {
             "max_attempts": config.retry.max_attempts,
             "quota": config.retry.quota,
         },
     }
+
+
+def _masked_url(url: str) -> str:
+    """A Redis URL with its password (if any) hidden."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return parts._replace(netloc=netloc).geturl()

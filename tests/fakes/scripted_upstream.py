@@ -219,11 +219,16 @@ def signature_is_valid(attempt: RecordedAttempt, secret_key: str) -> bool:
     if match is None or amz_date is None or host is None:
         return False
     signed = match["signed"].split(";")
+    signed_headers: dict[str, str] = {}
+    for name, value in attempt.headers:
+        if name.lower() in signed:  # repeats are joined, as SigV4 canonicalises them
+            previous = signed_headers.get(name)
+            signed_headers[name] = value if previous is None else f"{previous},{value}"
     request = AWSRequest(
         method=attempt.method,
         url=f"https://{host}{attempt.path_qs}",
         data=attempt.body,
-        headers=[(name, value) for name, value in attempt.headers if name.lower() in signed],
+        headers=signed_headers,
     )
     request.context["timestamp"] = amz_date
     credentials = BotocoreCredentials(

@@ -153,3 +153,31 @@ async def test_instance_metadata(moto: MotoAccount, tmp_path: Path, stack: Async
     arn = await caller_arn(moto.server.url, env)
     assert arn == "arn:aws:sts::123456789012:assumed-role/app-role/via-imds"
     assert fake.requests["PUT /latest/api/token"] == 1
+
+
+async def test_no_credentials_answers_503_and_readyz_says_why(tmp_path: Path) -> None:
+    config = Config(listen=("127.0.0.1", 0), admin_listen=("127.0.0.1", 0))
+    server = ProxyServer(config, env=clean_env(tmp_path))
+    addresses = await server.start()
+    try:
+        proxy_host, proxy_port = addresses.proxy
+        admin_host, admin_port = addresses.admin
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"http://{admin_host}:{admin_port}/healthz") as health:
+                assert health.status == 200
+            async with client.post(
+                f"http://{proxy_host}:{proxy_port}/",
+                data=FORM,
+                headers={"Host": STS_HOST, "Content-Type": "application/x-www-form-urlencoded"},
+            ) as answer:
+                body = await answer.text()
+                assert answer.status == 503
+                assert answer.headers["x-throttle-proxy-error"] == "no-credentials"
+            async with client.get(f"http://{admin_host}:{admin_port}/readyz") as ready:
+                readyz = await ready.text()
+                assert ready.status == 503
+    finally:
+        await server.close()
+    for text in (body, readyz):
+        assert "env: AWS_ACCESS_KEY_ID not set" in text
+        assert "imds: disabled by AWS_EC2_METADATA_DISABLED" in text

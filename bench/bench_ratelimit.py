@@ -1,0 +1,302 @@
+"""Client-side rate limits under load: pacing, isolation, per-prefix buckets, memory.
+
+Run: .venv/bin/python bench/bench_ratelimit.py            (about 60 s in all)
+
+1. A real proxy process (`python -m proxy run`) in front of a fast fake upstream. Rule: rate
+   100, burst 100 on DescribeInstances. 200 clients offer 1,000 DescribeInstances/s for 10 s
+   (each paced at 5/s; max_wait 0.5 s so excess is refused, not queued forever), while 10
+   clients send 50 DescribeVpcs/s (no rule). Printed: the worst excess of upstream arrivals over
+   burst + rate*t, the steady admitted rate, and DescribeVpcs latency against a baseline run
+   with no DescribeInstances traffic.
+2. The limiter in-process (11,000 req/s is beyond one Python proxy process): two S3 prefixes
+   under a per-prefix 5,500/s rule, each driven past its limit for 3 s; each prefix's rate.
+3. Memory: 1,000,000 distinct prefixes through the limiter, then idle; RSS and tracemalloc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.fake_upstream import FakeUpstream, start_fake_upstream  # noqa: E402
+from proxy.clock import SystemClock  # noqa: E402
+from proxy.config import LimitPolicy, LimitRule  # noqa: E402
+from proxy.errors import RateLimited  # noqa: E402
+from proxy.metrics import Metrics  # noqa: E402
+from proxy.operations import Operation  # noqa: E402
+from proxy.ratelimit import LocalRateLimiter  # noqa: E402
+
+EC2 = "ec2.us-east-1.amazonaws.com"
+RATE, BURST = 100.0, 100.0
+LOAD_SECONDS = 10.0
+CLIENTS, PER_CLIENT_RATE = 200, 5.0  # 1,000 offered requests/s
+FREE_CLIENTS = 10  # 50 DescribeVpcs/s
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def proxy_process(upstream: str, workdir: Path) -> Iterator[str]:
+    port, admin = free_port(), free_port()
+    config = {
+        "listen": f"127.0.0.1:{port}",
+        "admin_listen": f"127.0.0.1:{admin}",
+        "log_level": "warning",
+        "routes": [{"host": EC2, "upstream": upstream}],
+        "limits": [
+            {
+                "name": "describe-instances",
+                "service": "ec2",
+                "operations": ["DescribeInstances"],
+                "rate": RATE,
+                "burst": BURST,
+            }
+        ],
+        "limit_policy": {"max_wait": "500ms", "max_queue": 10000},
+        "retry": {"max_attempts": 1},
+    }
+    path = workdir / "bench-proxy.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
+        AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",  # AWS's example
+        AWS_SHARED_CREDENTIALS_FILE=str(workdir / "none"),
+        AWS_CONFIG_FILE=str(workdir / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    log = (workdir / "bench-proxy.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "run", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("proxy did not start; see bench-proxy.log") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+async def paced_client(
+    session: aiohttp.ClientSession,
+    url: str,
+    action: str,
+    first: float,
+    rate: float,
+    until: float,
+    out: list[tuple[float, float, int]],
+) -> None:
+    """Send `action` at `rate`/s from `first` until `until`; record (sent, latency, status)."""
+    next_at = first
+    while next_at < until:
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent = time.monotonic()
+        async with session.get(
+            f"{url}/?Action={action}&Version=2016-11-15", headers={"Host": EC2}
+        ) as answer:
+            await answer.read()
+            out.append((sent, time.monotonic() - sent, answer.status))
+        next_at = max(next_at + 1.0 / rate, time.monotonic() - 1.0 / rate)
+
+
+def latency_ms(samples: list[tuple[float, float, int]]) -> str:
+    lat = sorted(s[1] * 1000 for s in samples)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return f"p50 {statistics.median(lat):.2f} ms, p99 {p99:.2f} ms ({len(lat)} requests)"
+
+
+async def run_load(
+    url: str, limited: bool, seconds: float
+) -> tuple[list[tuple[float, float, int]], ...]:
+    limited_out: list[tuple[float, float, int]] = []
+    free_out: list[tuple[float, float, int]] = []
+    connector = aiohttp.TCPConnector(limit=CLIENTS + FREE_CLIENTS + 10)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = time.monotonic() + 0.2
+        until = start + seconds
+        tasks = [
+            paced_client(session, url, "DescribeVpcs", start + i / 50, 5.0, until, free_out)
+            for i in range(FREE_CLIENTS)
+        ]
+        if limited:
+            tasks += [
+                paced_client(
+                    session,
+                    url,
+                    "DescribeInstances",
+                    start + i / (CLIENTS * PER_CLIENT_RATE),
+                    PER_CLIENT_RATE,
+                    until,
+                    limited_out,
+                )
+                for i in range(CLIENTS)
+            ]
+        await asyncio.gather(*tasks)
+    return limited_out, free_out
+
+
+async def part_pacing(workdir: Path) -> None:
+    print("== 1. rate 100 / burst 100 on DescribeInstances through a real proxy ==")
+    upstream: FakeUpstream = await start_fake_upstream()
+    try:
+        with proxy_process(upstream.url, workdir) as url:
+            _, baseline = await run_load(url, limited=False, seconds=4.0)
+            upstream.arrivals.clear()
+            limited, free = await run_load(url, limited=True, seconds=LOAD_SECONDS)
+    finally:
+        await upstream.close()
+    first_sent = min(s[0] for s in limited)
+    last_sent = max(s[0] for s in limited)
+    offered = len(limited) / (last_sent - first_sent)
+    arrivals = sorted(upstream.arrivals["DescribeInstances"])
+    excess = max(k - (BURST + RATE * (t - first_sent)) for k, t in enumerate(arrivals, start=1))
+    steady = [t for t in arrivals if first_sent + 2.0 <= t < first_sent + LOAD_SECONDS]
+    steady_rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    statuses = [s[2] for s in limited]
+    print(
+        f"offered DescribeInstances: {len(limited)} in {last_sent - first_sent:.2f} s "
+        f"= {offered:.0f}/s from {CLIENTS} clients"
+    )
+    print(
+        f"answered 200: {statuses.count(200)}, 503 rate-limited: {statuses.count(503)}, "
+        f"other: {len(statuses) - statuses.count(200) - statuses.count(503)}"
+    )
+    print(
+        f"reached upstream: {len(arrivals)}; max excess over burst + rate*t: {excess:+.2f} "
+        f"requests (<= 0 means never over)"
+    )
+    print(
+        f"steady admitted rate (t = 2 s .. 10 s): {steady_rate:.2f}/s "
+        f"({(steady_rate / RATE - 1) * 100:+.2f}% of {RATE:.0f}/s)"
+    )
+    print(f"DescribeVpcs (no rule) baseline, alone:        {latency_ms(baseline)}")
+    print(f"DescribeVpcs (no rule) beside the limited load: {latency_ms(free)}")
+
+
+async def part_prefixes(seconds: float = 3.0) -> None:
+    print("== 2. two S3 prefixes under a per-prefix 5,500/s rule (limiter in-process) ==")
+    rule = LimitRule("reads", "s3", 5500, 5500, ("GetObject",), per="prefix", prefix_depth=1)
+    limiter = LocalRateLimiter(
+        [rule], LimitPolicy(max_wait=0.2, max_queue=100_000), Metrics(), SystemClock()
+    )
+    admitted: dict[str, list[float]] = {"cats": [], "dogs": []}
+    refused = 0
+    until = time.monotonic() + seconds
+
+    async def worker(prefix: str) -> None:
+        nonlocal refused
+        op = Operation("s3", "GetObject", bucket="media", key=f"{prefix}/x.jpg")
+        while time.monotonic() < until:
+            try:
+                await limiter.acquire(op)
+                admitted[prefix].append(time.monotonic())
+            except RateLimited:
+                refused += 1
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(worker(p) for p in admitted for _ in range(400)))
+    await limiter.close()
+    for prefix, times in admitted.items():
+        start = times[0]
+        steady = [t for t in times if t >= start + 1.0]
+        rate = (len(steady) - 1) / (steady[-1] - steady[0])
+        print(f"prefix media/{prefix}: {len(times)} admitted, steady {rate:.0f}/s after the burst")
+    print(f"refused (over max_wait, retried by the workers): {refused}")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def part_memory(count: int = 1_000_000) -> None:
+    print(f"== 3. memory: {count:,} distinct prefixes, then idle ==")
+    rule = LimitRule("reads", "s3", 5500, 5500, ("GetObject",), per="prefix", prefix_depth=1)
+    limiter = LocalRateLimiter([rule], LimitPolicy(idle_expiry=1.0), Metrics(), SystemClock())
+    await limiter.acquire(Operation("s3", "GetObject", bucket="b", key="warm/x"))
+    gc.collect()
+    tracemalloc.start()
+    base_traced, base_rss = tracemalloc.get_traced_memory()[0], rss_mib()
+    started = time.monotonic()
+    for i in range(count):
+        await limiter.acquire(Operation("s3", "GetObject", bucket="b", key=f"p{i}/x"))
+    took = time.monotonic() - started
+    state = limiter.rules.states[0]
+    peak_traced, peak_rss = tracemalloc.get_traced_memory()[0], rss_mib()
+    print(
+        f"after {count:,} prefixes ({took:.1f} s, {count / took:,.0f} acquires/s): "
+        f"{len(state.buckets):,} buckets held"
+    )
+    for _ in range(100):  # the background sweeper (idle_expiry 1 s) frees them; bounded wait
+        await asyncio.sleep(0.1)
+        if len(state.buckets) == 0:
+            break
+    gc.collect()
+    idle_traced, idle_rss = tracemalloc.get_traced_memory()[0], rss_mib()
+    tracemalloc.stop()
+    await limiter.close()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trimmed_rss = rss_mib()
+    mib = 2**20
+    print(
+        f"tracemalloc: baseline {base_traced / mib:.2f} MiB, peak {peak_traced / mib:.2f} MiB, "
+        f"idle {idle_traced / mib:.2f} MiB ({len(state.buckets)} buckets left)"
+    )
+    print(
+        f"RSS: baseline {base_rss:.1f} MiB, peak {peak_rss:.1f} MiB, idle {idle_rss:.1f} MiB, "
+        f"idle after malloc_trim {trimmed_rss:.1f} MiB"
+    )
+
+
+async def main() -> None:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as workdir:
+        await part_pacing(Path(workdir))
+    await part_prefixes()
+    await part_memory()
+    print(f"total {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,86 @@
+"""Bodies over max_buffered_body: S3 uploads stream with aws-chunked signatures; others get 413."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import urllib3
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
+
+from tests.e2e.conftest import MotoStack, moto_routes
+from tests.servers import ProxyProcess, credential_env, proxy_process
+
+SMALL_BUFFER = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def streaming_proxy(
+    moto_stack: MotoStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    tmp = tmp_path_factory.mktemp("streaming")
+    env = credential_env(
+        tmp,
+        {"AWS_ACCESS_KEY_ID": moto_stack.key_id, "AWS_SECRET_ACCESS_KEY": moto_stack.secret},
+    )
+    config = {
+        "routes": moto_routes(moto_stack.moto.url),
+        "max_buffered_body": SMALL_BUFFER,
+        "retry": {"max_attempts": 1},
+    }
+    with proxy_process(tmp, config, env=env) as proxy:
+        yield proxy
+
+
+def _s3(proxy: ProxyProcess) -> object:
+    return boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url="http://s3.us-east-1.amazonaws.com",
+        config=BotoConfig(
+            signature_version=UNSIGNED,
+            proxies={"http": proxy.url},
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+        ),
+    )
+
+
+@pytest.mark.parametrize("size", [SMALL_BUFFER + 1, 3 * 1024 * 1024 + 12345])
+def test_large_s3_put_streams_with_chunked_signing(
+    streaming_proxy: ProxyProcess, size: int
+) -> None:
+    s3 = _s3(streaming_proxy)
+    bucket = f"stream-{size}"
+    s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    body = os.urandom(size)
+    s3.put_object(Bucket=bucket, Key="big/ob ject", Body=body)  # type: ignore[attr-defined]
+    fetched = s3.get_object(Bucket=bucket, Key="big/ob ject")["Body"].read()  # type: ignore[attr-defined]
+    assert len(fetched) == size
+    assert hashlib.sha256(fetched).digest() == hashlib.sha256(body).digest()
+
+
+def test_large_non_s3_body_gets_413_naming_the_setting(streaming_proxy: ProxyProcess) -> None:
+    pool = urllib3.PoolManager()
+    answer = pool.request(
+        "POST",
+        f"{streaming_proxy.url}/",
+        body=b"Action=SendMessage&MessageBody=" + b"x" * (SMALL_BUFFER + 10),
+        headers={
+            "Host": "sqs.us-east-1.amazonaws.com",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        timeout=10,
+    )
+    assert answer.status == 413
+    assert answer.headers["x-throttle-proxy-error"] == "body-too-large"
+    assert b"max_buffered_body" in answer.data
+
+
+def test_proxy_log_has_no_secret(streaming_proxy: ProxyProcess, moto_stack: MotoStack) -> None:
+    assert moto_stack.secret not in Path(streaming_proxy.log_path).read_text()

@@ -1,0 +1,198 @@
+"""Client-side limits through a real proxy process and a fake upstream that records arrivals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.fakes.aws_upstream import FakeAws, Seen, start_fake_aws
+from tests.servers import ProxyProcess, proxy_process
+
+EC2 = "ec2.us-east-1.amazonaws.com"
+S3 = "s3.us-east-1.amazonaws.com"
+
+
+@pytest.fixture
+async def fake_aws() -> AsyncIterator[FakeAws]:
+    fake = await start_fake_aws()
+    yield fake
+    await fake.close()
+
+
+def config(fake: FakeAws, limits: list[dict[str, object]], **policy: object) -> dict[str, object]:
+    return {
+        "routes": [{"host": EC2, "upstream": fake.url}, {"host": S3, "upstream": fake.url}],
+        "limits": limits,
+        "limit_policy": {"max_wait": "5s", "max_queue": 1000, **policy},
+        "retry": {"max_attempts": 1},
+    }
+
+
+async def ec2(
+    session: aiohttp.ClientSession, proxy: ProxyProcess, action: str
+) -> tuple[int, dict[str, str], str]:
+    async with session.get(
+        f"{proxy.url}/?Action={action}&Version=2016-11-15", headers={"Host": EC2}
+    ) as answer:
+        return answer.status, dict(answer.headers), await answer.text()
+
+
+def arrivals(fake: FakeAws, action: str) -> list[float]:
+    return sorted(s.arrived for s in fake.seen if f"Action={action}" in s.query)
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] < t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def metric(session: aiohttp.ClientSession, proxy: ProxyProcess, line_start: str) -> float:
+    async with session.get(f"{proxy.admin_url}/metrics") as answer:
+        for line in (await answer.text()).splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_limited_operation_is_paced_and_others_are_not(
+    tmp_path: Path, fake_aws: FakeAws
+) -> None:
+    rule = {"name": "describe", "service": "ec2", "operations": ["DescribeInstances"]}
+    limits = [{**rule, "rate": 20, "burst": 5}]
+    with proxy_process(tmp_path, config(fake_aws, limits)) as proxy:
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            limited = [ec2(session, proxy, "DescribeInstances") for _ in range(25)]
+            free = [ec2(session, proxy, "DescribeVpcs") for _ in range(25)]
+            answers = await asyncio.gather(*limited, *free)
+            assert [a[0] for a in answers] == [200] * 50
+            paced, unpaced = (
+                arrivals(fake_aws, "DescribeInstances"),
+                arrivals(fake_aws, "DescribeVpcs"),
+            )
+            # 25 requests, burst 5, 20/s: the last goes 1 s after the first; never more than
+            # burst + rate * window in any window.
+            assert paced[-1] - paced[0] == pytest.approx(1.0, abs=0.15)
+            for window in (0.1, 0.25, 0.5):
+                assert most_in_window(paced, window) <= 5 + 20 * window + 1
+            assert unpaced[-1] - started < 0.5  # the unlimited operation was not held back
+            delayed = 'throttle_proxy_ratelimit_decisions_total{decision="delayed",rule="describe"}'
+            assert await metric(session, proxy, delayed) == 20
+
+
+async def test_over_max_wait_answers_the_services_own_throttling_error(
+    tmp_path: Path, fake_aws: FakeAws
+) -> None:
+    limits = [
+        {"name": "run", "service": "ec2", "operations": ["RunInstances"], "rate": 1, "burst": 2}
+    ]
+    with proxy_process(tmp_path, config(fake_aws, limits, max_wait="100ms")) as proxy:
+        async with aiohttp.ClientSession() as session:
+            answers = [await ec2(session, proxy, "RunInstances") for _ in range(3)]
+            assert [a[0] for a in answers[:2]] == [200, 200]
+            status, headers, body = answers[2]
+            assert status == 503
+            assert headers["x-throttle-proxy-error"] == "rate-limited"
+            assert int(headers["Retry-After"]) >= 1
+            assert "<Code>RequestLimitExceeded</Code>" in body
+            assert len(arrivals(fake_aws, "RunInstances")) == 2  # the refused one never left
+            rejected = 'throttle_proxy_ratelimit_decisions_total{decision="rejected",rule="run"}'
+            assert await metric(session, proxy, rejected) == 1
+
+
+async def test_s3_prefixes_get_buckets_of_their_own(tmp_path: Path, fake_aws: FakeAws) -> None:
+    limits = [
+        {
+            "name": "reads",
+            "service": "s3",
+            "operations": ["GetObject"],
+            "per": "prefix",
+            "prefix_depth": 1,
+            "rate": 10,
+            "burst": 5,
+        }
+    ]
+    with proxy_process(tmp_path, config(fake_aws, limits)) as proxy:
+        async with aiohttp.ClientSession() as session:
+
+            async def get(key: str) -> int:
+                async with session.get(f"{proxy.url}/media/{key}", headers={"Host": S3}) as a:
+                    await a.read()
+                    return a.status
+
+            started = time.monotonic()
+            statuses = await asyncio.gather(
+                *(get(f"{prefix}/obj{i}.jpg") for prefix in ("cats", "dogs") for i in range(10))
+            )
+            assert statuses == [200] * 20
+
+            def per_prefix(prefix: str) -> list[float]:
+                seen: list[Seen] = [
+                    s for s in fake_aws.seen if s.path.startswith(f"/media/{prefix}/")
+                ]
+                return sorted(s.arrived - started for s in seen)
+
+            for prefix in ("cats", "dogs"):
+                times = per_prefix(prefix)
+                # Each prefix: 5 at once, then 5 more at 10/s (its own bucket, not shared).
+                assert len(times) == 10
+                assert times[4] < 0.3
+                assert times[9] == pytest.approx(times[0] + 0.5, abs=0.15)
+
+
+async def test_client_gone_while_waiting_frees_its_place(tmp_path: Path, fake_aws: FakeAws) -> None:
+    limits = [
+        {"name": "d", "service": "ec2", "operations": ["DescribeInstances"], "rate": 1, "burst": 1}
+    ]
+    with proxy_process(tmp_path, config(fake_aws, limits, max_wait="10s", max_queue=1)) as proxy:
+        async with aiohttp.ClientSession() as session:
+            assert (await ec2(session, proxy, "DescribeInstances"))[0] == 200
+            waiter = asyncio.create_task(ec2(session, proxy, "DescribeInstances"))
+            await asyncio.sleep(0.3)  # it is queued now (the only place)
+            status, headers, _ = await ec2(session, proxy, "DescribeInstances")
+            assert (status, headers["x-throttle-proxy-error"]) == (503, "rate-limited")
+            waiter.cancel()  # the client hangs up
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        async with aiohttp.ClientSession() as session:
+            depth = 'throttle_proxy_ratelimit_queue_depth{rule="d"}'
+            for _ in range(50):  # bounded: the proxy notices the hang-up promptly
+                if await metric(session, proxy, depth) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert await metric(session, proxy, depth) == 0
+            status, _, _ = await ec2(session, proxy, "DescribeInstances")
+            assert status == 200  # the freed place (and slot) went to this request
+            assert len(arrivals(fake_aws, "DescribeInstances")) == 2
+
+
+async def test_sighup_reload_applies_a_new_rate_at_once(tmp_path: Path, fake_aws: FakeAws) -> None:
+    rule = {"name": "d", "service": "ec2", "operations": ["DescribeInstances"], "burst": 1}
+    with proxy_process(
+        tmp_path, config(fake_aws, [{**rule, "rate": 0.5}], max_wait="100ms")
+    ) as proxy:
+        async with aiohttp.ClientSession() as session:
+            assert (await ec2(session, proxy, "DescribeInstances"))[0] == 200
+            assert (await ec2(session, proxy, "DescribeInstances"))[0] == 503
+            full = yaml.safe_load(proxy.config_path.read_text())
+            full["limits"] = [{**rule, "rate": 1000}]
+            proxy.config_path.write_text(yaml.safe_dump(full))
+            proxy.signal(signal.SIGHUP)
+            rate = 'throttle_proxy_ratelimit_rate{rule="d"}'
+            for _ in range(50):
+                if await metric(session, proxy, rate) == 1000:
+                    break
+                await asyncio.sleep(0.05)
+            statuses = [(await ec2(session, proxy, "DescribeInstances"))[0] for _ in range(5)]
+            assert statuses == [200] * 5
