@@ -86,6 +86,7 @@ class RequestPipeline:
         self._metrics = metrics
         self._clock = clock
         self._keys = SigningKeyCache()
+        self._debug = parts.config.log_level == "debug"
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         ctx = RequestContext(
@@ -165,9 +166,11 @@ class RequestPipeline:
                 now,
                 self._keys,
             )
-            return await self._upstream.send(
-                method, _url(target, signed.path, signed.query), signed.headers, body.data
-            )
+            url = _url(target, signed.path, signed.query)
+            if self._debug:
+                # Header values go through the log redaction (Authorization, token, signature).
+                log.debug("upstream-attempt", url=url, headers=dict(signed.headers))
+            return await self._upstream.send(method, url, signed.headers, body.data)
         upload = streaming_upload(
             method=method,
             target=target,
