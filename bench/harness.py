@@ -89,10 +89,20 @@ class ChildProcess:
         if self._ready_port is not None:
             try:
                 wait_for_port(self._ready_port, self.process, _START_TIMEOUT)
+            except RuntimeError as error:
+                self.stop()
+                raise RuntimeError(f"{error}\n{self.log_tail()}") from None
             except BaseException:
                 self.stop()
                 raise
         return self
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines the child wrote, for error messages."""
+        if self._log_path is None or not self._log_path.exists():
+            return "(no log)"
+        text = self._log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
         """TERM, wait, then KILL: by this child's pid only."""
@@ -164,10 +174,17 @@ def write_proxy_config(workdir: Path, settings: ProxySettings, name: str) -> tup
     return path, port
 
 
-# Installs uvloop's event loop policy, then runs the unchanged CLI: no proxy code is touched.
-_UVLOOP_LAUNCHER = (
-    "import sys, uvloop; uvloop.install(); from proxy.cli import main; sys.exit(main())"
-)
+# Installs uvloop's event loop policy, then runs the unchanged CLI. proxy/server.py asserts
+# that the listening server is asyncio's own Server class (to read a port-0 bind); uvloop's
+# Server has the same `sockets`, so the launcher lets that isinstance accept both.
+_UVLOOP_LAUNCHER = """
+import asyncio.base_events, sys, uvloop
+from uvloop.loop import Server as UvloopServer
+asyncio.base_events.Server = (asyncio.base_events.Server, UvloopServer)
+uvloop.install()
+from proxy.cli import main
+sys.exit(main())
+"""
 
 
 def proxy_command(config: Path, *, use_uvloop: bool = False) -> list[str]:
@@ -183,3 +200,36 @@ def uvloop_available() -> bool:
         [str(PYTHON), "-c", "import uvloop"], capture_output=True, check=False, timeout=30
     )
     return probe.returncode == 0
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # Fields after the parenthesised command: utime and stime are the 12th and 13th.
+        fields = stat.read().rpartition(")")[2].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        if int(text.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of `pid` and its direct children (nginx's master and worker)."""
+    total = 0.0
+    for member in (pid, *_children(pid)):
+        try:
+            total += _own_cpu_seconds(member)
+        except OSError:
+            continue
+    return total

@@ -40,6 +40,25 @@ _AREAS = (
 )
 
 
+# Frames every sample passes through (interpreter start-up, the loop itself): 100% inclusive,
+# so they say nothing and are left out of the inclusive list.
+_LOOP_FRAMES = (
+    "<module> ",
+    "_run_module_as_main ",
+    "_run_code ",
+    "main (proxy/cli.py)",
+    "main (<string>)",
+    "_run (proxy/cli.py)",
+    "Runner.run ",
+    "run (asyncio/runners.py)",
+    "BaseEventLoop.run_until_complete ",
+    "BaseEventLoop.run_forever ",
+    "BaseEventLoop._run_once ",
+    "Handle._run ",
+    "serve_forever ",
+)
+
+
 def _frame_label(frame: str) -> tuple[str, str]:
     """(`func (short/file.py)`, full file) for one collapsed-stack frame."""
     match = _FRAME.match(frame.strip())
@@ -84,20 +103,23 @@ def summarise_collapsed(text: str, top: int = 15) -> str:
     lines += [f"  {n / total:6.1%}  {name}" for name, n in areas.most_common()]
     lines.append(f"top {top} functions by self time:")
     lines += [f"  {n / total:6.1%}  {name}" for name, n in self_time.most_common(top)]
-    lines.append(f"top {top} functions by inclusive time (outside the event loop's own frames):")
-    loop_frames = ("run_forever", "_run_once", "_run (asyncio", "<module>", "main (", "run (")
+    lines.append(f"top {top} functions by inclusive time (below the event loop):")
     interesting = [
-        (name, n) for name, n in inclusive.most_common() if not name.startswith(loop_frames)
+        (name, n) for name, n in inclusive.most_common() if not name.startswith(_LOOP_FRAMES)
     ]
     lines += [f"  {n / total:6.1%}  {name}" for name, n in interesting[:top]]
     return "\n".join(lines)
 
 
 def profile_process(
-    pid: int, seconds: float, workdir: Path, load: Callable[[], object], rate: int = 250
+    pid: int,
+    seconds: float,
+    output: Path,
+    load: Callable[[], object],
+    rate: int = 250,
 ) -> str:
-    """Record `pid` for `seconds` while `load()` runs in this thread; return the summary."""
-    output = workdir / f"py-spy-{pid}.txt"
+    """Record `pid` for `seconds` into `output` while `load()` runs; return the summary."""
+    workdir = output.parent
     duration = max(1, round(seconds))
     log = workdir / f"py-spy-{pid}.log"
     with log.open("wb") as log_file:

@@ -17,6 +17,7 @@ from proxy.credentials.mfa import MfaRequest, run_mfa
 from proxy.credentials.setup import MFA_CODE_VARIABLE, build_sts_client
 from proxy.credentials.whoami import whoami
 from proxy.errors import CredentialError, NoCredentials
+from proxy.logs import configure_logging
 from proxy.upstream import UpstreamClient
 
 EXIT_FAILED = 1
@@ -54,6 +55,10 @@ def _with_session(
     except ConfigError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_CONFIG
+
+    # The answer owns stdout; log lines go to stderr through the redaction processor, and only
+    # errors: failures are reported once, as the command's own last line.
+    configure_logging("error")
 
     async def main() -> str:
         upstream = UpstreamClient(config.upstream)

@@ -3,12 +3,15 @@
 Until the first throttle the rule runs at its configured rate. A throttle from AWS drops the
 rate to β·w_max, where w_max is the rate at that moment (or the measured send rate, when lower);
 successes then grow it along `C·(t - t_fail - K)³ + w_max`, `K = ∛(w_max·(1-β)/C)`: fast at
-first, flat around w_max, probing above it later, never beyond the configured rate nor above
-twice the measured send rate. Pure: every method takes `now`.
+first, flat around w_max, probing above it later, never beyond the configured rate. Pure:
+every method takes `now`.
 
 Unlike one SDK client, a proxy sees many clients' requests in flight at once; a burst of
 throttles answering requests sent before the cut would cut again and again, so throttles
 within `cooldown` of the last cut count once (TCP CUBIC likewise cuts once per round trip).
+The SDK also caps the rate at twice the measured send rate; a proxy's aggregate traffic is
+bursty (a quiet second, then many clients at once), so that cap would throttle healthy bursts
+and is left out: the measured send rate only bounds w_max at a cut.
 """
 
 from __future__ import annotations
@@ -88,7 +91,5 @@ class CubicRate:
             return self.rate
         elapsed = now - self._last_cut
         cubic = SCALE * (elapsed - self._k) ** 3 + self._w_max
-        if self._measured > 0:
-            cubic = min(cubic, 2 * self._measured)
         self.rate = min(self.ceiling, max(cubic, MIN_RATE))
         return self.rate

@@ -70,24 +70,25 @@ class LocalRateLimiter:
         enforcing = self.judge_shadows(matched, op, now)
         if not enforcing:
             return 0.0
-        # Per rule: its clock in tokens, the bucket's tat, and its own wait in seconds.
-        keys = [state.compiled.bucket_key(op) for state in enforcing]
-        vnows = [state.refill.at(now) for state in enforcing]
-        tats: list[float] = []
+        # Per rule: its bucket, its clock in tokens, the bucket's tat; and its own wait (s).
+        plans: list[tuple[RuleState, str, float, float]] = []
         own: list[float] = []
-        for state, key, vnow in zip(enforcing, keys, vnows, strict=True):
+        for state in enforcing:
+            key = state.compiled.bucket_key(op)
+            vnow = state.refill.at(now)
             tat = state.buckets.get(key, vnow)
-            tats.append(tat)
+            plans.append((state, key, vnow, tat))
             own.append((earliest_admission(tat, vnow, state.shape) - vnow) / state.rate)
         wait = max(own)
         if wait > self.policy.max_wait or (wait > 0 and self.waiting >= self.policy.max_queue):
             raise self.refuse(enforcing, own, wait)
         grants: list[Grant] = []
-        for state, key, vnow, tat in zip(enforcing, keys, vnows, tats, strict=True):
+        for state, key, vnow, tat in plans:
             # Every rule is charged at the common admission time, in its own tokens.
             new_tat = reserve(tat, vnow + wait * state.rate, state.shape)
             state.buckets.put(key, new_tat, vnow)
-            grants.append(Grant(state, key, new_tat, state.shape))
+            if wait > 0:
+                grants.append(Grant(state, key, new_tat, state.shape))
         self.count_admitted(enforcing, own, now + wait)
         if wait <= 0:
             return 0.0

@@ -269,9 +269,7 @@ async def test_role_arn_with_source_profile(
     assert_secrets_not_logged(proxy, moto_account.secret)
 
 
-async def test_irsa_variables(
-    moto_account: MotoAccount, stack: E2eStack, tmp_path: Path
-) -> None:
+async def test_irsa_variables(moto_account: MotoAccount, stack: E2eStack, tmp_path: Path) -> None:
     standin = RoleIssuingSts(moto_account)
     sts_url = await stack.serve(standin.app())
     token_file = tmp_path / "web-identity-token"

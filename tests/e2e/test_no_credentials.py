@@ -32,9 +32,9 @@ PROVIDERS_IN_ORDER = [
 ]
 
 
-async def settled_readyz(proxy: ProxyProcess, timeout: float = 5.0) -> tuple[int, str]:
+async def settled_readyz(proxy: ProxyProcess) -> tuple[int, str]:
     """/readyz once the first load has finished (before that it says 'not loaded yet')."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 5.0
     while True:
         status, text = await admin_get(proxy, "/readyz")
         if "not loaded yet" not in text or time.monotonic() > deadline:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.fakes.aws_upstream import FakeAws, Seen, start_fake_aws
+from tests.fakes.scripted_upstream import ScriptedUpstream, error
 from tests.servers import ProxyProcess, proxy_process
 
 EC2 = "ec2.us-east-1.amazonaws.com"
@@ -196,3 +197,30 @@ async def test_sighup_reload_applies_a_new_rate_at_once(tmp_path: Path, fake_aws
                 await asyncio.sleep(0.05)
             statuses = [(await ec2(session, proxy, "DescribeInstances"))[0] for _ in range(5)]
             assert statuses == [200] * 5
+
+
+async def test_adaptive_rule_slows_down_when_aws_throttles(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream()
+    upstream.script("throttled", error(503, "RequestLimitExceeded", "ec2"))
+    rule = {"name": "a", "service": "ec2", "operations": ["DescribeInstances"], "adaptive": True}
+    async with upstream.running() as url:
+        cfg = {
+            "routes": [{"host": EC2, "upstream": url}],
+            "limits": [{**rule, "rate": 100, "burst": 100}],
+            "retry": {"max_attempts": 1},
+        }
+        with proxy_process(tmp_path, cfg) as proxy:
+            async with aiohttp.ClientSession() as session:
+                target = f"{proxy.url}/?Action=DescribeInstances&Version=2016-11-15"
+                rate = 'throttle_proxy_ratelimit_rate{rule="a"}'
+                assert await metric(session, proxy, rate) == 100
+                headers = {"Host": EC2, "x-test-script": "throttled"}
+                async with session.get(target, headers=headers) as answer:
+                    assert answer.status == 503
+                    assert "x-throttle-proxy-error" not in answer.headers  # AWS's own answer
+                assert await metric(session, proxy, rate) == pytest.approx(70)
+                await asyncio.sleep(1.0)
+                async with session.get(target, headers={"Host": EC2}) as answer:
+                    assert answer.status == 200
+                grown = await metric(session, proxy, rate)
+                assert 70 < grown <= 100

@@ -156,7 +156,8 @@ async def test_redis_gone_fails_open_and_comes_back_shared(redis_server: RedisPr
         failures = metrics.registry.get_sample_value(
             "throttle_proxy_ratelimit_backend_errors_total", errors
         )
-        assert failures is not None and failures >= 1
+        assert failures is not None
+        assert failures >= 1
         redis_server.start()  # same port, empty: a fresh shared bucket
         shared_again = False
         for _ in range(50):  # bounded: the limiter retries Redis every 0.2 s
