@@ -27,7 +27,7 @@ from proxy.operations import Operation, classify
 from proxy.ratelimit import RateLimiter
 from proxy.retry import AttemptRunner
 from proxy.routing import Router, Target
-from proxy.sigv4 import SigningInput, SigningKeyCache, sign
+from proxy.sigv4 import SigningKeyCache, sign
 from proxy.streaming import streaming_upload
 from proxy.upstream import UpstreamClient, UpstreamResponse
 
@@ -149,23 +149,8 @@ class RequestPipeline:
         # A fresh snapshot and signature for every attempt: a retry may cross a refresh.
         creds = await self._credentials.get()
         now = self._clock.time()
-        endpoint = target.endpoint
         if payload_hash is not None and body.data is not None:
-            signed = sign(
-                SigningInput(
-                    method,
-                    target.host_header,
-                    target.path,
-                    target.query,
-                    headers,
-                    payload_hash,
-                    endpoint.service,
-                    endpoint.region,
-                ),
-                creds,
-                now,
-                self._keys,
-            )
+            signed = sign(target.to_sign(method, headers, payload_hash), creds, now, self._keys)
             url = _url(target, signed.path, signed.query)
             if self._debug:
                 # Header values go through the log redaction (Authorization, token, signature).

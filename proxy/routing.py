@@ -11,6 +11,7 @@ open signer would hand the pod's session token to anyone's host.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from proxy.config import Config, Route
 from proxy.endpoints import Endpoint, endpoint_for_host
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
+from proxy.sigv4 import SigningInput
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -33,6 +35,21 @@ class Target:
     path: str  # raw, percent-encoded, as it will be sent
     query: str  # raw query string as received, without '?'
     endpoint: Endpoint
+
+    def to_sign(
+        self, method: str, headers: Sequence[tuple[str, str]], payload_hash: str
+    ) -> SigningInput:
+        """What the signer needs to sign one request to this target."""
+        return SigningInput(
+            method,
+            self.host_header,
+            self.path,
+            self.query,
+            headers,
+            payload_hash,
+            self.endpoint.service,
+            self.endpoint.region,
+        )
 
     @property
     def origin(self) -> str:

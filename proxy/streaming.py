@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from proxy.bodies import STREAM_CHUNK, ClientBody, stream_exactly
 from proxy.credentials.base import Credentials
 from proxy.routing import Target
-from proxy.sigv4 import STREAMING_PAYLOAD, UNSIGNED_PAYLOAD, SigningInput, SigningKeyCache, sign
+from proxy.sigv4 import STREAMING_PAYLOAD, UNSIGNED_PAYLOAD, SigningKeyCache, sign
 from proxy.sigv4_chunked import ChunkSigner, encoded_length
 
 
@@ -38,23 +38,9 @@ def streaming_upload(
 ) -> StreamingUpload:
     """Sign a streamed upload; the returned body yields what goes on the wire."""
     assert body.source is not None, "only streamed bodies come here"
-    endpoint = target.endpoint
     if unsigned_over_https and target.scheme == "https":
-        signed = sign(
-            SigningInput(
-                method,
-                target.host_header,
-                target.path,
-                target.query,
-                [*headers, ("Content-Length", str(body.length))],
-                UNSIGNED_PAYLOAD,
-                endpoint.service,
-                endpoint.region,
-            ),
-            creds,
-            now,
-            keys,
-        )
+        with_length = [*headers, ("Content-Length", str(body.length))]
+        signed = sign(target.to_sign(method, with_length, UNSIGNED_PAYLOAD), creds, now, keys)
         return StreamingUpload(
             signed.path, signed.query, signed.headers, stream_exactly(body.source, body.length)
         )
@@ -65,21 +51,7 @@ def streaming_upload(
         ("x-amz-decoded-content-length", str(body.length)),
         ("Content-Length", str(encoded_length(body.length, STREAM_CHUNK))),
     ]
-    signed = sign(
-        SigningInput(
-            method,
-            target.host_header,
-            target.path,
-            target.query,
-            chunked_headers,
-            STREAMING_PAYLOAD,
-            endpoint.service,
-            endpoint.region,
-        ),
-        creds,
-        now,
-        keys,
-    )
+    signed = sign(target.to_sign(method, chunked_headers, STREAMING_PAYLOAD), creds, now, keys)
     return StreamingUpload(
         signed.path, signed.query, signed.headers, _framed(body, ChunkSigner(signed))
     )

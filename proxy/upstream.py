@@ -116,7 +116,7 @@ class UpstreamClient:
         if raw.status < 300:
             return UpstreamResponse(raw.status, raw.headers, None, raw.content, raw)
         try:
-            payload = await _read_capped(raw)
+            payload = await read_capped(raw.content, MAX_ERROR_BODY)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raw.close()
             raise UpstreamTimeout(f"upstream {_origin(url)} stalled sending its error") from exc
@@ -127,13 +127,14 @@ class UpstreamClient:
         return UpstreamResponse(raw.status, raw.headers, payload, None, None)
 
 
-async def _read_capped(raw: aiohttp.ClientResponse) -> bytes:
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or ClientPayloadError once it passes `limit` bytes (never more held)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in raw.content.iter_any():
+    async for chunk in stream.iter_any():
         size += len(chunk)
-        if size > MAX_ERROR_BODY:
-            raise aiohttp.ClientPayloadError("error body larger than 1 MiB")
+        if size > limit:
+            raise aiohttp.ClientPayloadError(f"answer larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

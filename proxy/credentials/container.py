@@ -21,6 +21,7 @@ from proxy.clock import Clock
 from proxy.credentials.base import Credentials
 from proxy.credentials.timestamps import parse_expiration
 from proxy.errors import CredentialError
+from proxy.upstream import read_capped
 
 RELATIVE_URI_VAR = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
 FULL_URI_VAR = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
@@ -198,7 +199,7 @@ class ContainerProvider:
             # A redirect could carry the Authorization header to another host.
             allow_redirects=False,
         ) as response:
-            body = await _read_capped(response.content)
+            body = await read_capped(response.content, _MAX_BODY)
             return response.status, body
 
     def _parse(self, endpoint: ContainerEndpoint, document: object) -> Credentials:
@@ -226,17 +227,6 @@ class ContainerProvider:
             expiry=expiry,
             provider=self.name,
         )
-
-
-async def _read_capped(stream: aiohttp.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await stream.read(_MAX_BODY):
-        size += len(chunk)
-        if size > _MAX_BODY:
-            raise aiohttp.ClientPayloadError(f"answer larger than {_MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _error_summary(body: bytes) -> str:

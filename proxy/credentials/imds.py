@@ -22,6 +22,7 @@ from proxy.clock import Clock
 from proxy.credentials.base import Credentials
 from proxy.credentials.timestamps import format_expiration, parse_expiration
 from proxy.errors import CredentialError
+from proxy.upstream import read_capped
 
 DISABLED_VAR = "AWS_EC2_METADATA_DISABLED"
 V1_DISABLED_VAR = "AWS_EC2_METADATA_V1_DISABLED"
@@ -299,7 +300,7 @@ class InstanceMetadataProvider:
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
             allow_redirects=False,
         ) as response:
-            return response.status, await _read_capped(response.content)
+            return response.status, await read_capped(response.content, _MAX_BODY)
 
     def _url(self, path: str) -> str:
         return self._settings.base_url + path
@@ -332,14 +333,3 @@ class InstanceMetadataProvider:
             expiry=expiry,
             provider=self.name,
         )
-
-
-async def _read_capped(stream: aiohttp.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await stream.read(_MAX_BODY):
-        size += len(chunk)
-        if size > _MAX_BODY:
-            raise aiohttp.ClientPayloadError(f"answer larger than {_MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
