@@ -148,7 +148,7 @@ def _row(name: str, m: Measurement, baseline: Measurement | None) -> str:
     ratio = f"{rps / baseline.result.requests_per_second:>6.3f}x" if baseline else f"{'-':>7}"
     failures = m.result.non_2xx + m.result.socket_errors
     return (
-        f"{name:<26}{rps:>9,.0f}{m.result.p50 * 1e3:>8.2f}{m.result.p99 * 1e3:>8.2f}"
+        f"{name:<30}{rps:>9,.0f}{m.result.p50 * 1e3:>8.2f}{m.result.p99 * 1e3:>8.2f}"
         f"{failures:>7}{m.cpu_share:>7.0%}{m.requests_per_cpu_second:>10,.0f}  {ratio}"
     )
 
@@ -218,7 +218,7 @@ def main() -> int:
         f"hop on cpu {HOP_CPU}, upstream nginx + wrk on cpu {SIDE_CPU}"
     )
     print(
-        f"{'hop':<26}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'hopCPU':>7}"
+        f"{'hop':<30}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}{'hopCPU':>7}"
         f"{'req/CPU-s':>10}  vs nginx hop"
     )
     for hop in hops:

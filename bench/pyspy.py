@@ -119,9 +119,8 @@ def profile_process(
     rate: int = 250,
 ) -> str:
     """Record `pid` for `seconds` into `output` while `load()` runs; return the summary."""
-    workdir = output.parent
     duration = max(1, round(seconds))
-    log = workdir / f"py-spy-{pid}.log"
+    log = output.with_suffix(".log")
     with log.open("wb") as log_file:
         recorder = subprocess.Popen(
             [

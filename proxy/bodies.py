@@ -36,6 +36,9 @@ class ClientBody:
         return self.data is not None
 
 
+_EMPTY = ClientBody(b"", 0)
+
+
 def declared_length(value: str | None) -> int | None:
     """The Content-Length, or None when absent; malformed values are a 400."""
     if value is None:
@@ -50,8 +53,13 @@ async def read_client_body(
     content_length: int | None,
     max_buffered: int,
     streamable: bool,
+    has_body: bool = True,
 ) -> ClientBody:
-    """Buffer the body when it fits; hand back a stream when it may be streamed; else 413."""
+    """Buffer the body when it fits; hand back a stream when it may be streamed; else 413.
+
+    `has_body` False (no Content-Length, no chunked framing: a plain GET) skips reading."""
+    if not has_body and not content_length:
+        return _EMPTY
     if content_length is not None and content_length <= max_buffered:
         data = await source.readexactly(content_length) if content_length else b""
         return ClientBody(data, len(data))

@@ -79,7 +79,7 @@ class RedisConfig:
 @dataclass(frozen=True)
 class RetryConfig:
     max_attempts: int | None = None
-    base_delay: float = 0.05
+    base_delay: float | None = None  # None: the SDK's base (50 ms; DynamoDB 25 ms)
     throttle_base_delay: float = 1.0
     max_backoff: float = 20.0
     quota: int = 500
@@ -369,7 +369,9 @@ def _retry(raw: object, path: str) -> RetryConfig:
         max_attempts=None
         if max_attempts is None
         else cp.integer(max_attempts, f"{path}.max_attempts", 1),
-        base_delay=cp.duration(section.get("base_delay", d.base_delay), f"{path}.base_delay"),
+        base_delay=None
+        if "base_delay" not in section
+        else cp.duration(section["base_delay"], f"{path}.base_delay"),
         throttle_base_delay=cp.duration(
             section.get("throttle_base_delay", d.throttle_base_delay), f"{path}.throttle_base_delay"
         ),

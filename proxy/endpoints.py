@@ -88,6 +88,11 @@ def service_prefix(endpoint_prefix: str) -> ServicePrefix:
     return CATALOG.prefixes.get(endpoint_prefix, _EMPTY_PREFIX)
 
 
+def is_known_prefix(endpoint_prefix: str) -> bool:
+    """Whether botocore's models (or our additions) name this endpoint prefix."""
+    return endpoint_prefix in CATALOG.prefixes
+
+
 @lru_cache(maxsize=1024)
 def endpoint_for_host(host: str, default_region: str) -> Endpoint | None:
     """Signing service, region and S3 bucket for an AWS hostname; None when it is not AWS.

@@ -22,8 +22,9 @@ class ProxyError(Exception):
 
     status: int = 500
     reason: str = "internal-error"
-    # Upstream attempts made before this error ended the request (set by the retry loop).
-    attempts: int = 1
+    # Upstream attempts made before this error ended the request. 0 for refusals (nothing was
+    # sent: no `x-throttle-proxy-attempts`); the retry loop sets it when attempts were made.
+    attempts: int = 0
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

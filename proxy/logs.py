@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any, TextIO
 
 import structlog
@@ -33,6 +34,8 @@ REDACTED = "[redacted]"
 
 
 def _scrub_text(value: str) -> str:
+    if "=" not in value:  # every secret-shaped pattern has one; most log values do not
+        return value
     return _SECRET_VALUES.sub(lambda m: next(g for g in m.groups() if g) + REDACTED, value)
 
 
@@ -46,6 +49,7 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=1024)
 def _is_secret_key(key: object) -> bool:
     # `token_file` names a path, not a token; keep it visible.
     return isinstance(key, str) and bool(_SECRET_KEYS.search(key)) and not key.endswith("_file")

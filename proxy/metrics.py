@@ -125,8 +125,8 @@ class Metrics:
             "1 when the session needs a new MFA code to refresh.",
             registry=r,
         )
-        self.client_errors_total = Counter(
-            PREFIX + "proxy_errors_total",
+        self.proxy_errors_total = Counter(
+            PREFIX + "errors_total",
             "Responses the proxy made itself, by reason.",
             ["reason"],
             registry=r,

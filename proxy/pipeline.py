@@ -1,20 +1,23 @@
 """The request path, in order, in one place.
 
-route → read body → classify → limit → attempt loop (credentials → sign → send → judge,
-backoff) → stream back; metrics and one structured log line per request.
+route → (100 Continue) → read body → classify → limit → attempt loop (limit again on a retry →
+credentials → sign → send → judge, backoff) → answer; metrics and one structured log line per
+request, whatever happened to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
+from prometheus_client import Counter, Histogram
 
-from proxy.aws_errors import ERROR_HEADER, render_error
+from proxy.aws_errors import render_error
 from proxy.bodies import ClientBody, declared_length, read_client_body, sha256_hex
 from proxy.clock import Clock
 from proxy.config import Config
@@ -29,14 +32,17 @@ from proxy.retry import AttemptRunner
 from proxy.routing import Router, Target
 from proxy.sigv4 import SigningKeyCache, sign
 from proxy.streaming import streaming_upload
-from proxy.upstream import UpstreamClient, UpstreamResponse
+from proxy.upstream import UpstreamClient, UpstreamResponse, stream_body
 
 log = get_logger("proxy.request")
 
 ATTEMPTS_HEADER = "x-throttle-proxy-attempts"
+# Logged and counted for a client that went away before its answer (nginx's convention).
+CLIENT_CLOSED = 499
 # Response headers AWS uses for its request id, in the order we look for them.
-_REQUEST_ID_HEADERS = ("x-amzn-RequestId", "x-amz-request-id", "x-amzn-requestid")
+_REQUEST_ID_HEADERS = ("x-amzn-RequestId", "x-amz-request-id")
 _S3_SERVICES = frozenset({"s3", "s3express", "s3-object-lambda"})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _request_ids = itertools.count(1)
 _ID_PREFIX = os.urandom(4).hex()
 
@@ -55,7 +61,6 @@ class RequestContext:
     status: int = 0
     aws_request_id: str | None = None
     error: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class RequestPipeline:
         self._clock = clock
         self._keys = SigningKeyCache()
         self._debug = parts.config.log_level == "debug"
+        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         ctx = RequestContext(
@@ -97,45 +103,61 @@ class RequestPipeline:
         parts = self.parts  # one config for the whole request, even across a reload
         self._metrics.inflight_requests.inc()
         try:
-            response = await self._proxy(request, parts, ctx)
+            return await self._proxy(request, parts, ctx)
         except ProxyError as error:
-            response = await self._answer_error(request, error, ctx)
+            return self._answer_error(request, error, ctx)
+        except asyncio.IncompleteReadError:
+            short = BadRequest("the client sent fewer body bytes than its Content-Length")
+            return self._answer_error(request, short, ctx)
+        except (asyncio.CancelledError, ConnectionError):
+            # The client went away (aiohttp cancels the handler) or the write failed.
+            ctx.status, ctx.error = CLIENT_CLOSED, "client-closed"
+            raise
+        except Exception:
+            # A bug of ours: say so in the service's format, log it, keep serving the rest.
+            log.exception("internal-error", request_id=ctx.request_id)
+            internal = ProxyError("internal error in throttle-proxy; see its log")
+            return self._answer_error(request, internal, ctx)
         finally:
             self._metrics.inflight_requests.dec()
-        self._record(ctx)
-        return response
+            self._record(ctx)
 
     async def _proxy(
         self, request: web.BaseRequest, parts: PipelineParts, ctx: RequestContext
     ) -> web.StreamResponse:
         config = parts.config
-        target = parts.router.resolve(request.method, request.raw_path, request.headers.get("Host"))
+        method = request.method
+        target = parts.router.resolve(method, request.raw_path, request.headers.get("Host"))
         ctx.target = target
-        service = target.endpoint.service
-        streamable = service in _S3_SERVICES and request.method in ("PUT", "POST")
+        await _answer_expect(request)
+        streamable = target.endpoint.service in _S3_SERVICES and method in ("PUT", "POST")
         body = await read_client_body(
             request.content,
             declared_length(request.headers.get("Content-Length")),
             config.max_buffered_body,
             streamable,
+            has_body=request.body_exists,
         )
         op = classify(
-            request.method, target.endpoint, target.path, target.query, request.headers, body.data
+            method, target.endpoint, target.path, target.query, request.headers, body.data
         )
         ctx.operation = op
         ctx.waited = await parts.limiter.acquire(op)
         headers = forwardable_request_headers(request.headers)
         payload_hash = await sha256_hex(body.data) if body.data is not None else None
+        # retry.max_total_time bounds the wait for an answer too, not only the backoffs.
+        deadline = asyncio.get_running_loop().time() + config.retry.max_total_time
 
         async def send(attempt: int) -> UpstreamResponse:
+            if attempt > 1:
+                # A retry is a call too: it waits for a token like any other.
+                ctx.waited += await parts.limiter.acquire(op)
             ctx.attempts = attempt
-            return await self._send_once(
-                request.method, target, headers, body, payload_hash, config
-            )
+            return await self._send_once(method, target, headers, body, payload_hash, deadline)
 
         result = await parts.attempts.run(op, send, body.replayable)
         ctx.attempts = result.attempts
-        return await self._stream_back(request, result.response, ctx)
+        return await self._answer(request, result.response, ctx)
 
     async def _send_once(
         self,
@@ -144,18 +166,20 @@ class RequestPipeline:
         headers: list[tuple[str, str]],
         body: ClientBody,
         payload_hash: str | None,
-        config: Config,
+        deadline: float,
     ) -> UpstreamResponse:
         # A fresh snapshot and signature for every attempt: a retry may cross a refresh.
         creds = await self._credentials.get()
         now = self._clock.time()
         if payload_hash is not None and body.data is not None:
             signed = sign(target.to_sign(method, headers, payload_hash), creds, now, self._keys)
-            url = _url(target, signed.path, signed.query)
+            request_target = _request_target(signed.path, signed.query)
             if self._debug:
                 # Header values go through the log redaction (Authorization, token, signature).
-                log.debug("upstream-attempt", url=url, headers=dict(signed.headers))
-            return await self._upstream.send(method, url, signed.headers, body.data)
+                log.debug("upstream-attempt", target=request_target, headers=dict(signed.headers))
+            return await self._upstream.send(
+                method, target.origin, request_target, signed.headers, body.data, deadline
+            )
         upload = streaming_upload(
             method=method,
             target=target,
@@ -164,47 +188,57 @@ class RequestPipeline:
             creds=creds,
             now=now,
             keys=self._keys,
-            unsigned_over_https=config.unsigned_payload,
+            unsigned_over_https=self.parts.config.unsigned_payload,
         )
         return await self._upstream.send(
-            method, _url(target, upload.path, upload.query), upload.headers, upload.body
+            method,
+            target.origin,
+            _request_target(upload.path, upload.query),
+            upload.headers,
+            upload.body,
+            deadline,
         )
 
-    async def _stream_back(
+    async def _answer(
         self, request: web.BaseRequest, upstream: UpstreamResponse, ctx: RequestContext
     ) -> web.StreamResponse:
-        ctx.status = upstream.status
-        ctx.aws_request_id = _aws_request_id(upstream.headers)
-        response = web.StreamResponse(status=upstream.status, reason=None)
-        response.headers.extend(response_headers(upstream.headers))
-        response.headers[ATTEMPTS_HEADER] = str(ctx.attempts)
-        length = upstream.headers.get("Content-Length")
         try:
-            if upstream.body is not None:
-                response.content_length = len(upstream.body)
-                await response.prepare(request)
-                await response.write(upstream.body)
-            else:
-                if length is not None and length.isdigit():
-                    response.content_length = int(length)
-                await response.prepare(request)
-                if upstream.stream is not None and request.method != "HEAD":
-                    async for chunk in upstream.stream.iter_any():
+            ctx.status = upstream.status
+            ctx.aws_request_id = _aws_request_id(upstream.headers)
+            headers = response_headers(upstream.headers)
+            headers.append((ATTEMPTS_HEADER, str(ctx.attempts)))
+            if upstream.body is not None and request.method != "HEAD":
+                # Small answers and errors: one write.
+                return web.Response(status=upstream.status, body=upstream.body, headers=headers)
+            response = web.StreamResponse(status=upstream.status, headers=headers)
+            length = upstream.headers.get("Content-Length")
+            if length is not None and length.isdigit():
+                response.content_length = int(length)
+            await response.prepare(request)
+            if request.method != "HEAD":
+                try:
+                    async for chunk in stream_body(upstream):
                         await response.write(chunk)
+                except ProxyError as error:
+                    # Headers are gone: the only honest signal left is a cut connection.
+                    ctx.error = error.reason
+                    log.warning("upstream-body-failed", error=error.message)
+                    response.force_close()
+                    return response
             await response.write_eof()
+            return response
         finally:
             upstream.release()
-        return response
 
-    async def _answer_error(
+    def _answer_error(
         self, request: web.BaseRequest, error: ProxyError, ctx: RequestContext
     ) -> web.StreamResponse:
         ctx.error = error.reason
-        ctx.attempts = max(ctx.attempts, getattr(error, "attempts", 0))
+        ctx.attempts = max(ctx.attempts, error.attempts)
         protocol = ctx.operation.protocol if ctx.operation else "plain"
         answer = render_error(error, protocol, ctx.request_id)
         ctx.status = answer.status
-        self._metrics.client_errors_total.labels(error.reason).inc()
+        self._metrics.proxy_errors_total.labels(error.reason).inc()
         response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
         if ctx.attempts:
             response.headers[ATTEMPTS_HEADER] = str(ctx.attempts)
@@ -217,8 +251,18 @@ class RequestPipeline:
         duration = time.perf_counter() - ctx.started
         service = ctx.target.endpoint.service if ctx.target else "unknown"
         operation = ctx.operation.label if ctx.operation else "other"
-        self._metrics.requests_total.labels(service, operation, status_class(ctx.status)).inc()
-        self._metrics.request_duration_seconds.labels(service, operation).observe(duration)
+        key = (service, operation, status_class(ctx.status))
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and validates every call: look each series up once (the
+            # labels are bounded, so this map is too).
+            children = (
+                self._metrics.requests_total.labels(*key),
+                self._metrics.request_duration_seconds.labels(service, operation),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(duration)
         log.info(
             "request",
             request_id=ctx.request_id,
@@ -235,8 +279,20 @@ class RequestPipeline:
         )
 
 
-def _url(target: Target, path: str, query: str) -> str:
-    return f"{target.origin}{path}?{query}" if query else f"{target.origin}{path}"
+async def _answer_expect(request: web.BaseRequest) -> None:
+    """`Expect: 100-continue` (botocore sends it on every S3 upload): say go ahead, once the
+    request is known to be routable, so the client does not sit out its one-second wait."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version < (1, 1):
+        return
+    if expect.lower() != "100-continue":
+        raise BadRequest(f"unsupported Expect: {expect[:40]}")
+    await request.writer.write(_CONTINUE)
+    request.writer.output_size = 0  # the interim answer is not part of the response's size
+
+
+def _request_target(path: str, query: str) -> str:
+    return f"{path}?{query}" if query else path
 
 
 def _aws_request_id(headers: CIMultiDictProxy[str]) -> str | None:
@@ -245,6 +301,3 @@ def _aws_request_id(headers: CIMultiDictProxy[str]) -> str | None:
         if value:
             return value
     return None
-
-
-__all__ = ["ERROR_HEADER", "PipelineParts", "RequestPipeline"]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from proxy.config import Config, Route
-from proxy.endpoints import Endpoint, endpoint_for_host
+from proxy.config import Config, ConfigError, Route
+from proxy.endpoints import Endpoint, endpoint_for_host, is_known_prefix
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
+from proxy.http1 import Origin
 from proxy.sigv4 import SigningInput
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -28,13 +29,15 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class Target:
     """Where one request is sent and how it is signed."""
 
-    scheme: str
-    connect_host: str
-    connect_port: int
+    origin: Origin  # where to connect
     host_header: str  # sent and signed: the AWS name (or a path-prefix route's upstream host)
     path: str  # raw, percent-encoded, as it will be sent
     query: str  # raw query string as received, without '?'
     endpoint: Endpoint
+
+    @property
+    def scheme(self) -> str:
+        return self.origin.scheme
 
     def to_sign(
         self, method: str, headers: Sequence[tuple[str, str]], payload_hash: str
@@ -51,10 +54,15 @@ class Target:
             self.endpoint.region,
         )
 
-    @property
-    def origin(self) -> str:
-        host = f"[{self.connect_host}]" if ":" in self.connect_host else self.connect_host
-        return f"{self.scheme}://{host}:{self.connect_port}"
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRoute:
+    """A route with everything that does not depend on the request worked out once."""
+
+    route: Route
+    origin: Origin
+    upstream_host_value: str  # the Host a path-prefix route sends
+    prefix_endpoint: Endpoint | None  # a path-prefix route's fixed signing scope
 
 
 def host_matches(pattern: str, host: str) -> bool:
@@ -119,16 +127,48 @@ class Router:
     """Resolves each request to a Target; built once per config (swapped whole on reload)."""
 
     def __init__(self, config: Config) -> None:
-        self._routes = config.routes
         self._allow = config.allow_hosts
+        self._exact_allow = frozenset(p for p in config.allow_hosts if "*" not in p)
         self._region = config.region
+        self._routes = tuple(
+            _compile_route(route, index, config.region) for index, route in enumerate(config.routes)
+        )
         self._allowed = lru_cache(maxsize=4096)(self._host_allowed)
+        self._route_endpoint = lru_cache(maxsize=4096)(self._host_route_endpoint)
 
-    def _host_allowed(self, host: str) -> bool:
-        # IP literals are never matched by wildcards: only an exact entry lets one through.
+    def _host_allowed(self, host: str) -> Endpoint:
+        """The endpoint of a host the allow-list lets through; HostNotAllowed otherwise."""
         if _is_ip(host):
-            return host in self._allow
-        return any(host_matches(pattern, host) for pattern in self._allow)
+            # IP literals are never matched by wildcards: only an exact entry lets one through.
+            allowed = host in self._exact_allow
+        else:
+            allowed = any(host_matches(pattern, host) for pattern in self._allow)
+        if not allowed:
+            raise HostNotAllowed(
+                f"host {host!r} is not in allow_hosts or routes; refusing to sign for it"
+            )
+        endpoint = endpoint_for_host(host, self._region)
+        if endpoint is None:
+            raise HostNotAllowed(f"host {host!r} is allowed but names no AWS service and region")
+        # Customer-controlled names live under AWS domains too (EC2 public DNS, S3 websites,
+        # load balancers): a wildcard admits only hosts of services AWS's models know.
+        if not is_known_prefix(endpoint.endpoint_prefix) and host not in self._exact_allow:
+            raise HostNotAllowed(
+                f"host {host!r} names no AWS API endpoint this proxy knows; add it to "
+                "allow_hosts exactly (or a route) to sign for it"
+            )
+        return endpoint
+
+    def _host_route_endpoint(self, index: int, host: str) -> Endpoint:
+        route = self._routes[index].route
+        endpoint = _route_endpoint(route, host, self._region)
+        if route.service is None and not is_known_prefix(endpoint.endpoint_prefix):
+            # Keeps the service metric label to names AWS's models know.
+            raise HostNotAllowed(
+                f"host {host!r} names no AWS service this proxy knows; set `service` on "
+                f"the route for {route.host!r}"
+            )
+        return endpoint
 
     def resolve(self, method: str, raw_target: str, host_header: str | None) -> Target:
         """Route one request; raises MethodNotAllowed, BadRequest or HostNotAllowed."""
@@ -136,11 +176,11 @@ class Router:
             raise MethodNotAllowed(
                 "CONNECT is refused: a TLS tunnel cannot be signed; send plain HTTP to the proxy"
             )
-        scheme = "https"
         if raw_target.startswith(("http://", "https://")):
-            parts = urlsplit(raw_target)
-            authority = parts.netloc
-            raw_path = raw_target[len(parts.scheme) + 3 + len(authority) :] or "/"
+            scheme_end = raw_target.index("://") + 3
+            slash = raw_target.find("/", scheme_end)
+            authority = raw_target[scheme_end:] if slash < 0 else raw_target[scheme_end:slash]
+            raw_path = "/" if slash < 0 else raw_target[slash:]
         elif raw_target.startswith("/"):
             if not host_header:
                 raise BadRequest("no Host header: say which AWS host to call")
@@ -152,55 +192,61 @@ class Router:
         host, port = split_host_port(authority)
         path, _, query = raw_path.partition("?")
         path = path.split("#", 1)[0] or "/"
-        for route in self._routes:
+        for index, compiled in enumerate(self._routes):
+            route = compiled.route
             if route.host is not None and host_matches(route.host, host):
-                return self._via_host_route(route, host, port, path, query)
+                endpoint = self._route_endpoint(index, host)
+                host_value = _host_value(host, port, "https")
+                return Target(compiled.origin, host_value, path, query, endpoint)
             if route.path_prefix is not None and path.startswith(route.path_prefix):
-                return self._via_prefix_route(route, path, query)
-        if not self._allowed(host):
-            raise HostNotAllowed(
-                f"host {host!r} is not in allow_hosts or routes; refusing to sign for it"
-            )
-        endpoint = endpoint_for_host(host, self._region)
-        if endpoint is None:
-            raise HostNotAllowed(f"host {host!r} is allowed but names no AWS service and region")
-        connect_port = port or _DEFAULT_PORTS[scheme]
+                stripped = path[len(route.path_prefix) :]
+                stripped = stripped if stripped.startswith("/") else "/" + stripped
+                assert compiled.prefix_endpoint is not None
+                return Target(
+                    compiled.origin,
+                    compiled.upstream_host_value,
+                    stripped,
+                    query,
+                    compiled.prefix_endpoint,
+                )
+        endpoint = self._allowed(host)
         # Forward-proxy targets come as http:// (apps cannot sign TLS through us); AWS is HTTPS.
-        return Target(
-            scheme, host, connect_port, _host_value(host, port, scheme), path, query, endpoint
-        )
+        if endpoint.bucket is not None and "." in endpoint.bucket:
+            return _dotted_bucket_path_style(host, path, query, endpoint)
+        origin = Origin("https", host, port or 443)
+        return Target(origin, _host_value(host, port, "https"), path, query, endpoint)
 
-    def _via_host_route(
-        self, route: Route, host: str, port: int | None, path: str, query: str
-    ) -> Target:
-        upstream = urlsplit(route.upstream)
-        scheme = upstream.scheme
-        endpoint = _route_endpoint(route, host, self._region)
-        return Target(
-            scheme,
-            upstream.hostname or "",
-            upstream.port or _DEFAULT_PORTS[scheme],
-            _host_value(host, port, "https"),
-            path,
-            query,
-            endpoint,
-        )
 
-    def _via_prefix_route(self, route: Route, path: str, query: str) -> Target:
-        upstream = urlsplit(route.upstream)
-        scheme = upstream.scheme
-        up_host = (upstream.hostname or "").lower()
-        stripped = path[len(route.path_prefix or "") :]
-        stripped = stripped if stripped.startswith("/") else "/" + stripped
-        return Target(
-            scheme,
-            up_host,
-            upstream.port or _DEFAULT_PORTS[scheme],
-            _host_value(up_host, upstream.port, scheme),
-            stripped,
-            query,
-            _route_endpoint(route, up_host, self._region),
-        )
+def _dotted_bucket_path_style(host: str, path: str, query: str, endpoint: Endpoint) -> Target:
+    """S3's wildcard certificate covers one label: `my.bucket.s3.…` must go path style."""
+    bucket = endpoint.bucket or ""
+    s3_host = host[len(bucket) + 1 :]
+    return Target(
+        Origin("https", s3_host, 443),
+        s3_host,
+        f"/{bucket}{path}",
+        query,
+        replace(endpoint, bucket=None),
+    )
+
+
+def _compile_route(route: Route, index: int, region: str) -> _CompiledRoute:
+    upstream = urlsplit(route.upstream)
+    scheme = upstream.scheme
+    up_host = (upstream.hostname or "").lower()
+    origin = Origin(scheme, up_host, upstream.port or _DEFAULT_PORTS[scheme])
+    prefix_endpoint = None
+    if route.path_prefix is not None:
+        inferred = endpoint_for_host(up_host, region)
+        if inferred is None and route.service is None:
+            raise ConfigError(
+                f"routes[{index}].service",
+                f"cannot be inferred from upstream host {up_host!r}: set it",
+            )
+        prefix_endpoint = _route_endpoint(route, up_host, region)
+    return _CompiledRoute(
+        route, origin, _host_value(up_host, upstream.port, scheme), prefix_endpoint
+    )
 
 
 def _host_value(host: str, port: int | None, scheme: str) -> str:

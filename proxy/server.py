@@ -28,6 +28,18 @@ from proxy.routing import Router
 from proxy.upstream import UpstreamClient
 
 log = get_logger("proxy.server")
+# Settings a running proxy cannot swap: sockets, the upstream pool, credentials, the shared
+# limiter's connection and the log pipeline are built once at start.
+_RESTART_ONLY = (
+    "listen",
+    "admin_listen",
+    "upstream",
+    "redis",
+    "credentials",
+    "max_header_size",
+    "log_level",
+    "region",
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +119,14 @@ class ProxyServer:
             max_field_size=self.config.max_header_size,
             max_line_size=self.config.max_header_size,
         )
-        proxy_addr = await self._listen(web.ServerRunner(proxy_server), self.config.listen)
-        admin_addr = await self._listen(web.AppRunner(self._admin_app()), self.config.admin_listen)
+        # drain() has already waited out shutdown_grace when cleanup runs: aiohttp must not
+        # wait again (its own default is 60 s), or the pod outlives its grace period.
+        proxy_addr = await self._listen(
+            web.ServerRunner(proxy_server, shutdown_timeout=0.5), self.config.listen
+        )
+        admin_addr = await self._listen(
+            web.AppRunner(self._admin_app(), shutdown_timeout=0.5), self.config.admin_listen
+        )
         self.addresses = BoundAddresses(proxy_addr, admin_addr)
         log.info(
             "started",
@@ -168,8 +186,11 @@ class ProxyServer:
         except ConfigError as error:
             log.error("reload-failed", error=str(error), kept=self.config.source)
             return False
-        if config.listen != self.config.listen or config.admin_listen != self.config.admin_listen:
-            log.warning("reload-ignores-listen", detail="listen addresses change on restart only")
+        ignored = [
+            key for key in _RESTART_ONLY if getattr(config, key) != getattr(self.config, key)
+        ]
+        if ignored:
+            log.warning("reload-ignores", keys=ignored, detail="these change on restart only")
         self.limiter.update_rules(effective_rules(config), config.limit_policy)
         self.attempts.update_config(config.retry)
         assert self.pipeline is not None
@@ -211,9 +232,10 @@ async def serve_forever(server: ProxyServer, config_path: str | None) -> int:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    if config_path is not None:
-        loop.add_signal_handler(signal.SIGHUP, server.reload, config_path)
     await server.start()
+    if config_path is not None:
+        # Only once started: a reload swaps parts of a pipeline that must exist.
+        loop.add_signal_handler(signal.SIGHUP, server.reload, config_path)
     await stop.wait()
     await server.drain()
     await server.close()

@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
 from proxy.credentials.base import Credentials
@@ -117,10 +118,17 @@ class SigningKeyCache:
             raise ValueError("max_entries must be at least 1")
         self._max_entries = max_entries
         self._keys: OrderedDict[tuple[bytes, str, str, str], bytes] = OrderedDict()
+        # The last secret object seen (the frozen credentials snapshot already holds it), so
+        # the common case skips hashing it again: an identity check, not a comparison.
+        self._last_secret: str | None = None
+        self._last_digest = b""
 
     def key(self, secret: str, date: str, region: str, service: str) -> bytes:
         """The signing key for (secret, yyyymmdd, region, service), derived at most once."""
-        cache_key = (hashlib.sha256(secret.encode("utf-8")).digest(), date, region, service)
+        if secret is not self._last_secret:
+            self._last_digest = hashlib.sha256(secret.encode("utf-8")).digest()
+            self._last_secret = secret
+        cache_key = (self._last_digest, date, region, service)
         found = self._keys.get(cache_key)
         if found is not None:
             self._keys.move_to_end(cache_key)
@@ -141,7 +149,13 @@ class SigningKeyCache:
 
 def amz_date(now: float) -> str:
     """Epoch seconds as the X-Amz-Date format, UTC, whole seconds."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return _amz_date_of_second(int(now))
+
+
+@lru_cache(maxsize=4)
+def _amz_date_of_second(second: int) -> str:
+    # Every request within one second shares the text: strftime once per second.
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
 
 
 def remove_dot_segments(path: str) -> str:

@@ -1,92 +1,85 @@
-"""The one place the proxy talks HTTP to AWS: one pooled aiohttp session, exceptions mapped.
+"""The one place the proxy talks HTTP to AWS: pooled connections, exceptions mapped.
 
-Every aiohttp/asyncio exception raised by an upstream send is translated here into
-UpstreamUnavailable or UpstreamTimeout, so nothing above this module knows aiohttp's error tree.
+Every exception raised by an upstream send is translated here into UpstreamUnavailable or
+UpstreamTimeout (streamed bodies: see `stream_body`), so nothing above this module knows the
+transport's error tree.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from yarl import URL
 
 from proxy.config import UpstreamConfig
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.http1 import Body, Http1Error, Http1Pool, Http1Response, Origin
 
 # Error bodies are read whole so the retry verdict can see the error code; AWS error documents
 # are a few hundred bytes, this cap keeps a misbehaving upstream from filling memory.
 MAX_ERROR_BODY = 1024 * 1024
-
-Body = bytes | AsyncIterator[bytes] | None
+# Successful answers up to this size are read whole too: one write back to the client instead
+# of a streamed response costs far less for the typical small API answer.
+SMALL_BODY = 64 * 1024
 
 
 @dataclass(slots=True)
 class UpstreamResponse:
     """One upstream answer.
 
-    For status >= 300 the body is read into `body` (the retry verdict needs the error code);
-    otherwise `body` is None and the payload is streamed from `stream`.
+    `body` holds the whole body when it was read here: always for status >= 300 (the retry
+    verdict needs the error code), and for small successful answers (one write back to the
+    client). Otherwise `body` is None and the payload is read from `stream`.
     """
 
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes | None
-    stream: aiohttp.StreamReader | None
-    _raw: aiohttp.ClientResponse | None = None
+    stream: Http1Response | None
 
     def release(self) -> None:
         """Give the connection back to the pool (or close it if the body was not drained)."""
-        if self._raw is not None:
-            self._raw.release()
-            self._raw = None
+        if self.stream is not None:
+            self.stream.release()
 
 
 class UpstreamClient:
-    """The proxy's single ClientSession: pooled keep-alive connections, timeouts on every call."""
+    """Pooled keep-alive connections for proxied traffic, timeouts on every call.
+
+    `session` is a separate aiohttp ClientSession for the proxy's own low-volume calls
+    (STS, IMDS, container credentials), where aiohttp's conveniences are worth their cost.
+    """
 
     def __init__(self, config: UpstreamConfig) -> None:
         self._config = config
         self._session: aiohttp.ClientSession | None = None
+        self._pool = Http1Pool(
+            size=config.pool_size,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            ssl_context=_ssl_context(config),
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        """The shared session (credential providers use it for STS, IMDS and containers)."""
+        """The shared session for credential providers."""
         if self._session is None:
-            self._session = self._new_session()
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=_ssl_context(self._config)),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self._config.connect_timeout,
+                    sock_read=self._config.read_timeout,
+                ),
+            )
         return self._session
 
-    def _new_session(self) -> aiohttp.ClientSession:
-        ssl_context: ssl.SSLContext | bool = True
-        if not self._config.verify_tls:
-            ssl_context = False
-        elif self._config.ca_bundle:
-            ssl_context = ssl.create_default_context(cafile=self._config.ca_bundle)
-        connector = aiohttp.TCPConnector(
-            limit=self._config.pool_size,
-            ssl=ssl_context,
-            ttl_dns_cache=60,
-            keepalive_timeout=30,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            # Bodies pass through byte for byte: no decompression, no cookies, no auto headers
-            # that would change what was signed.
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=self._config.connect_timeout,
-                sock_read=self._config.read_timeout,
-            ),
-            raise_for_status=False,
-        )
-
     async def close(self) -> None:
+        await self._pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -94,37 +87,42 @@ class UpstreamClient:
     async def send(
         self,
         method: str,
-        url: str,
-        headers: Sequence[tuple[str, str]],
+        origin: Origin,
+        target: str,
+        headers: list[tuple[str, str]],
         body: Body,
+        deadline: float | None = None,
     ) -> UpstreamResponse:
-        """Send one request; `url` is already encoded exactly as signed (never re-quoted)."""
+        """Send one request; `target` (path and query) and `headers` go exactly as signed.
+        `deadline` (event-loop time) bounds the wait for the answer below read_timeout."""
+        where = f"{origin.scheme}://{origin.host}:{origin.port}"
         try:
-            raw = await self.session.request(
-                method,
-                URL(url, encoded=True),
-                headers=list(headers),
-                data=body,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream {_origin(url)} did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"upstream {_origin(url)} failed: {_describe(exc)}") from exc
-        if raw.status < 300:
-            return UpstreamResponse(raw.status, raw.headers, None, raw.content, raw)
+            answer = await self._pool.request(origin, method, target, headers, body, deadline)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream {where} did not answer in time") from exc
+        except (OSError, Http1Error, asyncio.IncompleteReadError) as exc:
+            raise UpstreamUnavailable(f"upstream {where} failed: {_describe(exc)}") from exc
+        small = answer.headers.get("Content-Length", "")
+        if answer.status < 300 and not (small.isdigit() and int(small) <= SMALL_BODY):
+            return UpstreamResponse(answer.status, answer.headers, None, answer)
         try:
-            payload = await read_capped(raw.content, MAX_ERROR_BODY)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raw.close()
-            raise UpstreamTimeout(f"upstream {_origin(url)} stalled sending its error") from exc
-        except aiohttp.ClientError as exc:
-            raw.close()
-            raise UpstreamUnavailable(f"upstream {_origin(url)} failed: {_describe(exc)}") from exc
-        raw.release()
-        return UpstreamResponse(raw.status, raw.headers, payload, None, None)
+            payload = await answer.read(MAX_ERROR_BODY)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream {where} stalled sending its answer") from exc
+        except (OSError, Http1Error, asyncio.IncompleteReadError) as exc:
+            raise UpstreamUnavailable(f"upstream {where} failed: {_describe(exc)}") from exc
+        finally:
+            answer.release()
+        return UpstreamResponse(answer.status, answer.headers, payload, None)
+
+
+def _ssl_context(config: UpstreamConfig) -> ssl.SSLContext:
+    if not config.verify_tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=config.ca_bundle)
 
 
 async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -139,14 +137,26 @@ async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _origin(url: str) -> str:
-    parsed = URL(url, encoded=True)
-    return f"{parsed.scheme}://{parsed.host}:{parsed.port}"
-
-
-def _describe(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "connection closed by upstream"
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, asyncio.IncompleteReadError | Http1Error):
+        return str(exc) or "connection closed early"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
+async def stream_body(response: UpstreamResponse) -> AsyncIterator[bytes]:
+    """The streamed body; a failure mid-body becomes UpstreamUnavailable/UpstreamTimeout."""
+    if response.stream is None:
+        return
+    try:
+        async for piece in response.stream.iter_chunks():
+            yield piece
+    except TimeoutError as exc:
+        raise UpstreamTimeout("upstream stalled in the middle of the body") from exc
+    except (OSError, Http1Error, asyncio.IncompleteReadError) as exc:
+        raise UpstreamUnavailable(
+            f"upstream failed in the middle of the body: {_describe(exc)}"
+        ) from exc

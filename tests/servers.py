@@ -1,8 +1,13 @@
-"""Real servers on loopback for integration and e2e tests: moto, redis, the proxy process."""
+"""Real servers on loopback for integration and e2e tests: moto, the proxy process, the CLI.
+
+Also the environments they run with: no test may pick up the machine's own AWS settings.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,13 +17,24 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from proxy.credentials.base import Credentials
+
 VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_KEY_ID = "AKIDEXAMPLE"
 EXAMPLE_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+ACCOUNT = "123456789012"
+ADMIN_USER = "proxy-tester"
+ADMIN_ARN = f"arn:aws:iam::{ACCOUNT}:user/{ADMIN_USER}"
+ROLE_NAME = "app-role"
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
 
 
 _GIVEN_PORTS: set[int] = set()
@@ -81,20 +97,24 @@ class MotoServer:
         with urllib.request.urlopen(request, timeout=5) as answer:
             answer.read()
 
-    def create_admin_user(self, name: str = "proxy-tester") -> tuple[str, str]:
-        """An IAM user allowed everything; returns its (access key id, secret).
-
-        Call before enable_auth(): moto then checks every signature against this key.
-        """
+    def setup_iam(self) -> Any:
+        """An IAM client with the example keys: only good for setting up, before enable_auth()."""
         import boto3
 
-        iam = boto3.client(
+        return boto3.client(
             "iam",
             endpoint_url=self.url,
             region_name="us-east-1",
             aws_access_key_id=EXAMPLE_KEY_ID,
             aws_secret_access_key=EXAMPLE_SECRET,
         )
+
+    def create_admin_user(self, name: str = ADMIN_USER) -> tuple[str, str]:
+        """An IAM user allowed everything; returns its (access key id, secret).
+
+        Call before enable_auth(): moto then checks every signature against this key.
+        """
+        iam = self.setup_iam()
         iam.create_user(UserName=name)
         iam.put_user_policy(
             UserName=name,
@@ -126,6 +146,86 @@ def moto_server() -> Iterator[MotoServer]:
         yield MotoServer(port, proc)
     finally:
         _stop(proc)
+
+
+def assumed_role_arn(session_name: str) -> str:
+    """The ARN moto names as the caller for a session of ROLE_NAME."""
+    return f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE_NAME}/{session_name}"
+
+
+@dataclass(frozen=True)
+class MotoAccount:
+    """moto with signature checking on, ADMIN_USER's keys and ROLE_NAME to assume."""
+
+    server: MotoServer
+    key_id: str
+    secret: str
+
+    @property
+    def user_credentials(self) -> Credentials:
+        return Credentials(self.key_id, self.secret, provider="test")
+
+    def write_base_profile(self, credentials_file: Path) -> None:
+        """A shared credentials file whose one profile, [base], holds the admin user's keys."""
+        credentials_file.write_text(
+            f"[base]\naws_access_key_id = {self.key_id}\naws_secret_access_key = {self.secret}\n"
+        )
+
+    def write_role_profile(self, tmp: Path, session_name: str) -> None:
+        """tmp/credentials with [base], tmp/config with [profile app]: ROLE_ARN assumed from it."""
+        self.write_base_profile(tmp / "credentials")
+        (tmp / "config").write_text(
+            f"[profile app]\nrole_arn = {ROLE_ARN}\nsource_profile = base\n"
+            f"role_session_name = {session_name}\n"
+        )
+
+
+@contextlib.contextmanager
+def moto_with_account() -> Iterator[MotoAccount]:
+    """A moto server set up with ADMIN_USER and ROLE_NAME, then signature checking switched on."""
+    with moto_server() as server:
+        key_id, secret = server.create_admin_user(ADMIN_USER)
+        iam = server.setup_iam()
+        # moto matches trust principals literally (AWS reads `:root` as the whole account), so
+        # "*": the admin user and the role's own sessions (profile chains make two hops) may
+        # assume it.
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))
+        allow = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:*", "Resource": "*"}],
+        }
+        iam.put_role_policy(RoleName=ROLE_NAME, PolicyName="sts", PolicyDocument=json.dumps(allow))
+        server.enable_auth()
+        yield MotoAccount(server, key_id, secret)
+
+
+def issue_role_keys(account: MotoAccount, session_name: str) -> dict[str, str]:
+    """Role keys moto itself issued (signed AssumeRole with the admin keys): moto accepts them.
+
+    Shaped as STS and the container/IMDS endpoints hand them out (Expiration in UTC, ISO 8601).
+    """
+    import boto3
+
+    sts = boto3.client(
+        "sts",
+        endpoint_url=account.server.url,
+        region_name="us-east-1",
+        aws_access_key_id=account.key_id,
+        aws_secret_access_key=account.secret,
+    )
+    answer = sts.assume_role(RoleArn=ROLE_ARN, RoleSessionName=session_name)["Credentials"]
+    return {
+        "AccessKeyId": answer["AccessKeyId"],
+        "SecretAccessKey": answer["SecretAccessKey"],
+        "SessionToken": answer["SessionToken"],
+        "Expiration": answer["Expiration"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 @dataclass
@@ -179,6 +279,27 @@ def credential_env(tmp: Path, extra: Mapping[str, str] | None = None) -> dict[st
     return env
 
 
+def chain_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """credential_env() with no AWS keys at all: only `extra` can supply credentials."""
+    env = credential_env(tmp, extra)
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if variable not in extra:
+            env.pop(variable)
+    return env
+
+
+def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """Just enough env for an in-process chain: files in `tmp`, IMDS off, nothing inherited."""
+    env = {
+        "HOME": str(tmp),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "credentials"),
+        "AWS_CONFIG_FILE": str(tmp / "config"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    env.update(extra)
+    return env
+
+
 @contextlib.contextmanager
 def proxy_process(
     tmp: Path,
@@ -207,3 +328,28 @@ def proxy_process(
             yield handle
         finally:
             _stop(proc)
+
+
+async def run_cli(env: Mapping[str, str], *args: str) -> tuple[int, str, str]:
+    """`throttle-proxy ARGS` in a child process: (exit code, stdout, stderr).
+
+    Async, so that fakes served on the test's event loop keep answering the child.
+    """
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        *args,
+        cwd=REPO,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(child.communicate(), 30)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        raise
+    assert child.returncode is not None
+    return child.returncode, out.decode(), err.decode()

@@ -84,6 +84,9 @@ class AssumeRoleProvider:
             return None
         where = f"profile [{self._profile}]"
         source = self._source(snapshot, where, source_profile, credential_source)
+        # Before loading the source: without a code its keys are useless, and the error that
+        # matters (mfa-required) must not be masked by a source that happens to fail too.
+        token_code = self._take_mfa_code(section, where)
         source_credentials = await source.load()
         if source_credentials is None:
             origin = (
@@ -92,7 +95,6 @@ class AssumeRoleProvider:
                 else f"credential_source {credential_source}"
             )
             raise CredentialError(self.name, f"{where}: {origin} yielded no credentials")
-        token_code = self._take_mfa_code(section, where)
         credentials = await self._sts.assume_role(
             source_credentials,
             role_arn=role_arn,

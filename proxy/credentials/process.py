@@ -18,7 +18,10 @@ from proxy.credentials.timestamps import parse_expiration
 from proxy.errors import CredentialError
 
 PROCESS_PROVIDER = "credential-process"
-_MAX_OUTPUT = 64 * 1024
+_MAX_OUTPUT = 64 * 1024  # a credential document is a few hundred bytes
+_STDERR_KEPT = 4096  # only the first line is quoted
+_READ_SIZE = 16 * 1024
+_DRAIN_LIMIT = 1.0  # seconds to let a killed program's pipes reach EOF
 
 
 async def run_credential_process(command: str, time_limit: float) -> Credentials:
@@ -42,19 +45,76 @@ async def run_credential_process(command: str, time_limit: float) -> Credentials
             PROCESS_PROVIDER, f"{label}: cannot start: {exc.strerror or exc}"
         ) from None
     try:
-        stdout, stderr = await asyncio.wait_for(child.communicate(), time_limit)
+        async with asyncio.timeout(time_limit):
+            stdout, stderr = await asyncio.gather(
+                _read_stdout(child), _read_head(child.stderr, _STDERR_KEPT)
+            )
+            await child.wait()
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            child.kill()
-        await child.wait()
+        await _kill(child)
         raise CredentialError(
             PROCESS_PROVIDER, f"{label}: timed out after {time_limit:g}s"
         ) from None
+    except BaseException:
+        # Cancelled (shutdown, a caller gave up) or a bug: never leave the program running.
+        await _kill(child)
+        raise
+    if stdout is None:
+        raise CredentialError(
+            PROCESS_PROVIDER, f"{label}: output is larger than {_MAX_OUTPUT // 1024} KiB"
+        )
     if child.returncode != 0:
         first = stderr.decode("utf-8", "replace").strip().splitlines()
         detail = f": {first[0][:200]}" if first else ""
         raise CredentialError(PROCESS_PROVIDER, f"{label}: exited {child.returncode}{detail}")
-    return parse_process_output(stdout[:_MAX_OUTPUT], label)
+    return parse_process_output(stdout, label)
+
+
+async def _read_stdout(child: asyncio.subprocess.Process) -> bytes | None:
+    """All of stdout, or None (and the program killed) as soon as it passes _MAX_OUTPUT."""
+    stream = child.stdout
+    assert stream is not None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(_MAX_OUTPUT + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > _MAX_OUTPUT:
+            # Stop reading: the rest would only grow memory. Killing ends stderr and wait() too.
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await _discard(stream)
+            return None
+    return b"".join(chunks)
+
+
+async def _read_head(stream: asyncio.StreamReader | None, keep: int) -> bytes:
+    """The first `keep` bytes; the rest is read and dropped so the program never blocks on it."""
+    assert stream is not None
+    head = b""
+    while chunk := await stream.read(_READ_SIZE):
+        if len(head) < keep:
+            head += chunk[: keep - len(head)]
+    return head
+
+
+async def _discard(stream: asyncio.StreamReader | None) -> None:
+    # Read to EOF: a pipe paused with a full buffer never sees EOF, so it would never close.
+    assert stream is not None
+    while await stream.read(_READ_SIZE):
+        pass
+
+
+async def _kill(child: asyncio.subprocess.Process) -> None:
+    """Kill the program, let its pipes reach EOF, and reap it (no zombie, no open pipe)."""
+    if child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+    with contextlib.suppress(TimeoutError):
+        # Bounded: a grandchild holding the pipes open must not hold us up.
+        async with asyncio.timeout(_DRAIN_LIMIT):
+            await asyncio.gather(_discard(child.stdout), _discard(child.stderr))
+    await child.wait()
 
 
 def parse_process_output(stdout: bytes, label: str) -> Credentials:

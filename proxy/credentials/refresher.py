@@ -64,6 +64,9 @@ class RefreshingCredentials:
         self._watch_interval = watch_interval
         self._sleep = sleep
         self._current: Credentials | None = None
+        # Wall time at which _current enters the mandatory window (inf: never expires). get()
+        # compares the clock with it and nothing else while the keys are fresh.
+        self._fresh_until = float("-inf")
         self._provider: DescribedProvider | None = None
         self._error: NoCredentials | None = None
         self._attempts_failed = 0
@@ -78,11 +81,19 @@ class RefreshingCredentials:
         return self._current
 
     async def get(self) -> Credentials:
-        """A frozen snapshot to sign with; raises NoCredentials or MfaRequired."""
+        """A frozen snapshot to sign with; raises NoCredentials or MfaRequired.
+
+        Called for every proxied request: while the keys are fresh this is one clock read and
+        one comparison, with no await (the coroutine finishes on its first step).
+        """
+        current = self._current
+        if current is not None and self._clock.time() < self._fresh_until:
+            return current
+        return await self._get_near_expiry()
+
+    async def _get_near_expiry(self) -> Credentials:
         current = self._current
         now = self._clock.time()
-        if current is not None and not self._within(current, now, self._mandatory):
-            return current
         if self._clock.monotonic() < self._retry_at:
             if self._error is not None:
                 raise type(self._error)(self._error.message)
@@ -106,7 +117,12 @@ class RefreshingCredentials:
         self._background = self._inflight = None
 
     def status(self) -> tuple[bool, str]:
-        """(ready, message) for /readyz: ready when get() would succeed right now."""
+        """(ready, message) for /readyz: ready when get() would succeed right now.
+
+        A refresh that failed for want of a new MFA code makes the proxy not ready
+        (`mfa-required: …`) once the keys in use are inside the mandatory window or expired;
+        until then it stays ready and says `mfa-required soon`.
+        """
         current, error = self._current, self._error
         now = self._clock.time()
         expired = current is not None and current.expiry is not None and current.expiry <= now
@@ -116,7 +132,9 @@ class RefreshingCredentials:
             return False, "no-credentials: credentials not loaded yet"
         expires = "never" if current.expiry is None else format_expiration(current.expiry)
         message = f"ready: {current.provider} {current.masked_key_id} expires {expires}"
-        if error is not None:
+        if isinstance(error, MfaRequired):
+            message += f"; mfa-required soon: {error.message}"
+        elif error is not None:
             message += f"; refresh failing: {error.message}"
         return True, message
 
@@ -210,6 +228,8 @@ class RefreshingCredentials:
     def _succeeded(self, credentials: Credentials, provider: DescribedProvider) -> None:
         now = self._clock.time()
         self._current, self._provider, self._error = credentials, provider, None
+        expiry = credentials.expiry
+        self._fresh_until = float("inf") if expiry is None else expiry - self._mandatory
         if self._within(credentials, now, self._advisory):
             # Still near expiry (e.g. IMDS static stability): ask again later, not in a loop.
             self._attempts_failed += 1

@@ -17,11 +17,25 @@ from proxy.metrics import Metrics
 MFA_CODE_VARIABLE = "THROTTLE_PROXY_MFA_CODE"
 
 
+def sts_region(config: Config, env: Mapping[str, str]) -> str:
+    """The region of the proxy's own STS calls: AWS_REGION, AWS_DEFAULT_REGION, then config.
+
+    IRSA/EKS pods are given AWS_REGION (and AWS_DEFAULT_REGION) for their own cluster's region;
+    the regional STS endpoint there is the one the pod's network reaches and trusts.
+    """
+    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or config.region
+
+
 def build_sts_client(
     config: Config, env: Mapping[str, str], session: aiohttp.ClientSession, clock: Clock
 ) -> StsClient:
-    """The STS client for the proxy's own calls, at the endpoint the env selects."""
-    return StsClient(session, sts_endpoint(env, config.region), config.region, clock)
+    """The STS client for the proxy's own calls, at the endpoint the env selects.
+
+    An AWS_ENDPOINT_URL_STS/AWS_ENDPOINT_URL override changes where the calls go, not the
+    region they are signed for.
+    """
+    region = sts_region(config, env)
+    return StsClient(session, sts_endpoint(env, region), region, clock)
 
 
 def build_credential_source(

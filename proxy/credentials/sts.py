@@ -74,6 +74,11 @@ class StsClient:
     def endpoint(self) -> str:
         return str(self._endpoint)
 
+    @property
+    def region(self) -> str:
+        """The region every call is signed for."""
+        return self._region
+
     async def assume_role(
         self,
         source: Credentials,

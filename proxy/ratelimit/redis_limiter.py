@@ -10,7 +10,19 @@ Redis trouble never blocks the proxy: every call is bounded by `redis.timeout`; 
 timeout counts `ratelimit_backend_errors_total{backend="redis"}` and, for `retry_interval`,
 requests are let through (`fail_open`, the default) or refused, without waiting on Redis.
 After that the next request tries Redis again, so the limiter is shared again as soon as
-Redis is back. A waiter cancelled here keeps its slot in Redis (charged, not given back).
+Redis is back.
+
+A waiter cancelled before its slot (the client went away) frees its place in the local queue
+at once, and gives its slot back in Redis when nothing was stacked on it since: a background
+refund (bounded by `redis.timeout`) takes the grant back from each bucket whose TAT is still
+the one this grant set. A bucket where a later request was already granted a slot keeps the
+charge, as the local limiter does; so does every bucket when Redis cannot be reached, and
+a request cancelled while its script was still running (its grant is not known here).
+
+Keys are `{key_prefix}:<rule>:<bucket>`: the hash tag puts all of them in one Redis Cluster
+slot, so the multi-key scripts never fail with CROSSSLOT (see proxy.ratelimit.redis_scripts).
+The client is a plain (non-cluster) one: on Cluster, `redis.url` must reach the node serving
+that slot; a MOVED answer counts as a backend error like any other.
 """
 
 from __future__ import annotations
@@ -30,44 +42,15 @@ from proxy.logs import get_logger
 from proxy.metrics import Metrics
 from proxy.operations import Operation
 from proxy.ratelimit.local import LocalRateLimiter, Sleep
+from proxy.ratelimit.redis_scripts import (
+    GCRA_SCRIPT,
+    REFUND_SCRIPT,
+    bucket_redis_key,
+    hash_tag,
+)
 from proxy.ratelimit.ruleset import RuleState
 
 log = get_logger("proxy.ratelimit.redis")
-
-# KEYS: one per bucket. ARGV: max_wait_us, then interval_us and tolerance_us per key.
-# Returns {admitted (1|0), wait_us, own_wait_us per key}. Times are microseconds of Redis TIME.
-GCRA_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local max_wait = tonumber(ARGV[1])
-local admit = now
-local tats, own = {}, {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local tolerance = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  tats[i] = tat
-  local allow = tat + interval - tolerance
-  if allow < now then allow = now end
-  own[i] = allow - now
-  if allow > admit then admit = allow end
-end
-local wait = admit - now
-local reply = {0, wait}
-for i = 1, #KEYS do reply[i + 2] = own[i] end
-if wait > max_wait then return reply end
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local base = tats[i]
-  if admit > base then base = admit end
-  local tat = base + interval
-  local ttl = math.ceil((tat - now) / 1000) + 1000
-  redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl)
-end
-reply[1] = 1
-return reply
-"""
 
 _OVER_LIMIT_CAP = 10_000  # local over-limit entries before expired ones are cleared
 
@@ -98,8 +81,11 @@ class RedisRateLimiter:
             retry=Retry(NoBackoff(), 0),
         )
         self._script = self._client.register_script(GCRA_SCRIPT)
+        self._refund_script = self._client.register_script(REFUND_SCRIPT)
+        self._tag = hash_tag(config.key_prefix)
         self._down_until = 0.0
         self._over_limit: dict[str, float] = {}
+        self._refunds: set[asyncio.Task[None]] = set()
 
     async def acquire(self, op: Operation) -> float:
         """Wait for a token of every rule covering `op`, from the shared buckets."""
@@ -120,9 +106,11 @@ class RedisRateLimiter:
         # A full queue admits only what can go at once.
         max_wait = policy.max_wait if local.waiting < policy.max_queue else 0.0
         args: list[int] = [round(max_wait * 1e6)]
+        intervals_us: list[int] = []
         for state in enforcing:
             interval = 1.0 / state.rate
-            args += [round(interval * 1e6), round(state.shape.tolerance * interval * 1e6)]
+            intervals_us.append(round(interval * 1e6))
+            args += [intervals_us[-1], round(state.shape.tolerance * interval * 1e6)]
         try:
             async with asyncio.timeout(self._config.timeout):
                 reply = await self._script(keys=keys, args=args)
@@ -131,19 +119,43 @@ class RedisRateLimiter:
             self._down_until = now + self._retry_interval
             log.warning("redis-limiter-unavailable", error=type(error).__name__)
             return self._without_redis(enforcing, now)
+        count = len(keys)
         admitted, wait = int(reply[0]) == 1, int(reply[1]) / 1e6
-        own_waits = [int(value) / 1e6 for value in reply[2:]]
+        own_waits = [int(value) / 1e6 for value in reply[3 : 3 + count]]
         if not admitted:
             self._remember_over(keys, own_waits, now, max_wait)
             raise local.refuse(enforcing, own_waits, wait)
         local.count_admitted(enforcing, own_waits, now + wait)
         if wait <= 0:
             return 0.0
-        await local.wait_in_queue(enforcing, wait)
+        try:
+            await local.wait_in_queue(enforcing, wait)
+        except asyncio.CancelledError:
+            granted = [int(value) for value in reply[3 + count : 3 + 2 * count]]
+            refund_args = [int(reply[2])]
+            for tat, interval_us in zip(granted, intervals_us, strict=True):
+                refund_args += [tat, interval_us]
+            self._start_refund(keys, refund_args)
+            raise
         return wait
 
     def _redis_key(self, state: RuleState, op: Operation) -> str:
-        return f"{self._config.key_prefix}:{state.name}:{state.compiled.bucket_key(op)}"
+        return bucket_redis_key(self._tag, state.name, state.compiled.bucket_key(op))
+
+    def _start_refund(self, keys: list[str], args: list[int]) -> None:
+        # In the background: the cancelled request must not wait on Redis to go away.
+        task = asyncio.get_running_loop().create_task(self._refund(keys, args))
+        self._refunds.add(task)
+        task.add_done_callback(self._refunds.discard)
+
+    async def _refund(self, keys: list[str], args: list[int]) -> None:
+        try:
+            async with asyncio.timeout(self._config.timeout):
+                await self._refund_script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as error:
+            # The slot stays charged: only this grant's buckets pay, and they refill.
+            self._errors.inc()
+            log.warning("redis-limiter-refund-failed", error=type(error).__name__)
 
     def _refuse_if_known_over(
         self, enforcing: list[RuleState], keys: list[str], now: float
@@ -191,5 +203,9 @@ class RedisRateLimiter:
         self._local.update_rules(rules, policy)
 
     async def close(self) -> None:
+        """Stop the sweeper, let refunds in flight land (each bounded by the timeout), and
+        close the connections."""
         await self._local.close()
+        if self._refunds:
+            await asyncio.gather(*self._refunds, return_exceptions=True)
         await self._client.aclose()

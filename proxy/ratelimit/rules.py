@@ -5,9 +5,11 @@ with `!` excludes what it matches (`["*", "!Describe*"]`: every operation but th
 A rule with no positive entry covers every operation not excluded. A request whose operation
 could not be named is covered only by rules without `operations`.
 
-Bucket keys per `per`: `none` one bucket; `operation` one per operation name; `bucket` one per
-S3 bucket; `prefix` one per S3 bucket plus the first `prefix_depth` folder segments of the key
-(the object's own name is not a segment: `b/logs/2024/x.gz` at depth 1 is `b/logs`).
+Bucket keys per `per`: `none` one bucket; `operation` one per operation the service really has
+(`Operation.label`: names a client makes up all share the bucket `other`, so they cannot mint
+buckets without end); `bucket` one per S3 bucket; `prefix` one per S3 bucket plus the first
+`prefix_depth` folder segments of the key (the object's own name is not a segment:
+`b/logs/2024/x.gz` at depth 1 is `b/logs`).
 """
 
 from __future__ import annotations
@@ -68,8 +70,12 @@ def operation_matcher(operations: Sequence[str]) -> OperationMatcher:
 
 def prefix_key(bucket: str | None, key: str | None, depth: int) -> str:
     """The S3 partition a request falls in: bucket + the first `depth` folder segments."""
-    folders = key.split("/")[:-1] if key else []
-    return "/".join([bucket or "", *folders[:depth]])
+    if not key or depth <= 0:
+        return bucket or ""
+    # At most depth + 1 parts: the folders we keep, then the rest of the key unsplit (the
+    # object's own name, or deeper folders we do not look at). A long key costs no more.
+    folders = key.split("/", depth)[:-1]
+    return "/".join([bucket or "", *folders])
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,7 @@ class CompiledRule:
         if per == "none":
             return ""
         if per == "operation":
-            return op.name or ""
+            return op.label
         if per == "bucket":
             return op.bucket or ""
         return prefix_key(op.bucket, op.key, self.rule.prefix_depth)

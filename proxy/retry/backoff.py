@@ -1,10 +1,12 @@
 """How long to wait before the next attempt: capped full jitter, as the AWS SDKs do.
 
 delay = random() * min(base * 2**(attempt-1), max_backoff), with base `throttle_base_delay`
-(1 s) after a throttle and `base_delay` (50 ms) otherwise. A server hint stretches the delay
-the way the SDKs' standard mode does: `x-amz-retry-after` (integer milliseconds) gives
-`max(t, min(hint, t + 5))`; `Retry-After` (seconds or an HTTP date) is treated the same when
-`honor_retry_after` is on. The random source and the wall clock are injected.
+(1 s) after a throttle and `base_delay` otherwise; left unset, `base_delay` is the SDK's own for
+the service (50 ms; DynamoDB and DynamoDB Streams, signing name `dynamodb`, 25 ms). A server
+hint stretches the delay the way the SDKs' standard mode does: `x-amz-retry-after` (integer
+milliseconds) gives `max(t, min(hint, t + 5))`; `Retry-After` (seconds or an HTTP date) is
+treated the same when `honor_retry_after` is on. The random source and the wall clock are
+injected.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from proxy.retry.verdicts import RetryVerdict
 
 # A server hint may add at most this much to the computed delay (SDK standard mode).
 MAX_HINT_EXTENSION = 5.0
+# The SDKs' base for non-throttle retries, and the services (by signing name) that differ.
+SDK_BASE_DELAY = 0.05
+SDK_SERVICE_BASE_DELAY = {"dynamodb": 0.025}
 
 RandomSource = Callable[[], float]
 # What the wait needs to know about the attempt it follows: its verdict and response headers
@@ -32,7 +37,7 @@ DelayInputs = tuple[RetryVerdict, Mapping[str, str]]
 class BackoffPolicy:
     """The backoff settings of `retry:` in the config."""
 
-    base_delay: float = 0.05
+    base_delay: float | None = None  # None: the SDK's base for the service (sdk_base_delay)
     throttle_base_delay: float = 1.0
     max_backoff: float = 20.0
     honor_retry_after: bool = False
@@ -46,8 +51,18 @@ class BackoffPolicy:
             honor_retry_after=config.honor_retry_after,
         )
 
-    def base_for(self, verdict: RetryVerdict) -> float:
-        return self.throttle_base_delay if verdict.is_throttle else self.base_delay
+    def base_for(self, verdict: RetryVerdict, service: str) -> float:
+        """The jitter base after an attempt to `service` (signing name) judged `verdict`."""
+        if verdict.is_throttle:
+            return self.throttle_base_delay
+        if self.base_delay is not None:
+            return self.base_delay
+        return sdk_base_delay(service)
+
+
+def sdk_base_delay(service: str) -> float:
+    """The SDKs' non-throttle base delay for `service` (signing name)."""
+    return SDK_SERVICE_BASE_DELAY.get(service, SDK_BASE_DELAY)
 
 
 def jitter_ceiling(attempt: int, base: float, max_backoff: float) -> float:
@@ -109,10 +124,12 @@ def retry_delay(
     headers: Mapping[str, str],
     rand: RandomSource,
     now: float,
+    *,
+    service: str,
 ) -> float:
-    """The delay before the attempt after `attempt` (1-based), whose verdict and headers these
-    are."""
-    delay = full_jitter(attempt, policy.base_for(verdict), policy.max_backoff, rand)
+    """The delay before the attempt after `attempt` (1-based) to `service`, whose verdict and
+    headers these are."""
+    delay = full_jitter(attempt, policy.base_for(verdict, service), policy.max_backoff, rand)
     return apply_hint(delay, server_hint(headers, policy.honor_retry_after, now))
 
 
@@ -125,8 +142,11 @@ class FullJitterWait(wait_base):
         rand: RandomSource,
         wall_time: Callable[[], float],
         describe: Callable[[RetryCallState], DelayInputs],
+        *,
+        service: str,
     ) -> None:
         self._policy = policy
+        self._service = service
         self._rand = rand
         self._wall_time = wall_time
         self._describe = describe
@@ -140,4 +160,5 @@ class FullJitterWait(wait_base):
             headers,
             self._rand,
             self._wall_time(),
+            service=self._service,
         )

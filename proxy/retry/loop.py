@@ -5,6 +5,9 @@ predicate, capped full jitter as its wait, and a stop that spends the budgets in
 left (`stop_after_attempt`), then the total deadline (no backoff that would end past it), then
 the service's retry quota (asked last, so tokens are only spent on retries that happen).
 Sleep, random source and clock are injected; a cancelled request (client gone) stops at once.
+A ProxyError that ends the loop carries `.attempts`: the attempts that reached the wire (the
+ones `upstream_attempts_total` counts), so an error raised before sending (no credentials)
+does not count its own attempt.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from proxy.errors import ProxyError
 from proxy.metrics import Metrics
 from proxy.operations import Operation
 from proxy.retry.backoff import BackoffPolicy, DelayInputs, FullJitterWait
+from proxy.retry.children import ChildCache
 from proxy.retry.quota import RetryQuota
 from proxy.retry.verdicts import (
     RetryVerdict,
@@ -87,6 +91,7 @@ class AttemptRunner:
         self._policy = BackoffPolicy.from_config(config)
         self._quota = RetryQuota(config.quota)
         self.metrics = metrics
+        self.children = _RetryChildren(metrics)
         self.clock = clock
         self.sleep = sleep
         self.rand = rand
@@ -107,7 +112,7 @@ class AttemptRunner:
             self.publish_quota(service)
 
     def publish_quota(self, service: str) -> None:
-        self.metrics.retry_quota_available.labels(service).set(self._quota.available(service))
+        self.children.quota_available.child((service,)).set(self._quota.available(service))
 
     async def run(self, op: Operation, send: SendAttempt, replayable: bool) -> AttemptResult:
         """Send `op` until success, a final answer, or a spent budget.
@@ -121,10 +126,25 @@ class AttemptRunner:
             self.clock.monotonic() + config.max_total_time if config.max_total_time > 0 else None
         )
         attempts = _Attempts(self, op, send, limit, deadline)
+        try:
+            # Fast path: most requests succeed (or fail for good) on the first attempt, and
+            # need none of the retry machinery.
+            first = await attempts.attempt()
+        except ProxyError as exc:
+            if limit == 1 or not judge_exception(exc).is_retryable:
+                exc.attempts = attempts.made(exc)
+                raise
+            attempts.replay(exc)
+        else:
+            if limit == 1 or not first.verdict.is_retryable:
+                return self._finish(op, attempts, first)
+            attempts.replay(first)
         retrying = AsyncRetrying(
             sleep=self.sleep,
             retry=attempts.worth_retrying,
-            wait=FullJitterWait(self._policy, self.rand, self.clock.time, attempts.describe),
+            wait=FullJitterWait(
+                self._policy, self.rand, self.clock.time, attempts.describe, service=op.service
+            ),
             stop=attempts.out_of_budget,
             before_sleep=attempts.before_backoff,
             retry_error_callback=attempts.last_outcome,
@@ -132,12 +152,37 @@ class AttemptRunner:
         try:
             answered = cast(_Answered, await retrying(attempts.attempt))
         except ProxyError as exc:
-            exc.attempts = attempts.count
+            exc.attempts = attempts.made(exc)
             raise
+        return self._finish(op, attempts, answered)
+
+    def _finish(self, op: Operation, attempts: _Attempts, answered: _Answered) -> AttemptResult:
         if answered.verdict.kind == "success":
-            self._quota.refund(op.service, attempts.last_retry_cost)
-            self.publish_quota(op.service)
+            refunded = self._quota.refund(op.service, attempts.last_retry_cost)
+            if refunded:
+                self.publish_quota(op.service)
         return AttemptResult(answered.response, attempts.count, answered.verdict)
+
+
+class _RetryChildren:
+    """The loop's metric children, cached by label tuple (see proxy.retry.children)."""
+
+    __slots__ = (
+        "attempts",
+        "backoff",
+        "quota_available",
+        "quota_exhausted",
+        "retries",
+        "throttled",
+    )
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.attempts = ChildCache(metrics.upstream_attempts_total)
+        self.throttled = ChildCache(metrics.upstream_throttled_total)
+        self.retries = ChildCache(metrics.retries_total)
+        self.backoff = ChildCache(metrics.retry_backoff_seconds)
+        self.quota_available = ChildCache(metrics.retry_quota_available)
+        self.quota_exhausted = ChildCache(metrics.retry_quota_exhausted_total)
 
 
 class _Attempts:
@@ -158,28 +203,43 @@ class _Attempts:
         self.count = 0
         self.last_retry_cost: int | None = None
         self._attempt_limit = stop_after_attempt(limit)
+        self._replayed: _Answered | ProxyError | None = None
         self._service = op.service
         self._operation = op.label
 
+    def replay(self, outcome: _Answered | ProxyError) -> None:
+        """Hand the fast path's first outcome to tenacity as its first attempt."""
+        self._replayed = outcome
+
+    def made(self, exc: ProxyError) -> int:
+        """Attempts that reached the wire when `exc` ended the loop: an error that is not a
+        connection failure or timeout was raised before its attempt was sent."""
+        return self.count if judge_exception(exc).is_retryable else self.count - 1
+
     async def attempt(self) -> _Answered:
+        replayed, self._replayed = self._replayed, None
+        if isinstance(replayed, ProxyError):
+            raise replayed
+        if replayed is not None:
+            return replayed
         self.count += 1
-        metrics = self.runner.metrics
+        children = self.runner.children
         try:
             response = await self.send(self.count)
         except ProxyError as exc:
             verdict = judge_exception(exc)
             if verdict.is_retryable:  # the request left; anything else failed before sending
-                metrics.upstream_attempts_total.labels(
-                    self._service, self._operation, attempt_outcome(verdict, None)
+                children.attempts.child(
+                    (self._service, self._operation, attempt_outcome(verdict, None))
                 ).inc()
             raise
         verdict = judge_response(response.status, response.headers, response.body)
-        metrics.upstream_attempts_total.labels(
-            self._service, self._operation, attempt_outcome(verdict, response.status)
+        children.attempts.child(
+            (self._service, self._operation, attempt_outcome(verdict, response.status))
         ).inc()
         if verdict.is_throttle:
-            metrics.upstream_throttled_total.labels(
-                self._service, self._operation, throttle_code_label(verdict.error_code)
+            children.throttled.child(
+                (self._service, self._operation, throttle_code_label(verdict.error_code))
             ).inc()
             if self.runner.on_throttle is not None:
                 self.runner.on_throttle(self.op)
@@ -212,16 +272,16 @@ class _Attempts:
         cost = self.runner.quota.acquire(self._service, verdict.is_throttle)
         self.runner.publish_quota(self._service)
         if cost is None:
-            self.runner.metrics.retry_quota_exhausted_total.labels(self._service).inc()
+            self.runner.children.quota_exhausted.child((self._service,)).inc()
             return True
         self.last_retry_cost = cost
         return False
 
     def before_backoff(self, state: RetryCallState) -> None:
         verdict = self.describe(state)[0]
-        metrics = self.runner.metrics
-        metrics.retries_total.labels(self._service, str(verdict.reason)).inc()
-        metrics.retry_backoff_seconds.labels(self._service).observe(state.upcoming_sleep)
+        children = self.runner.children
+        children.retries.child((self._service, str(verdict.reason))).inc()
+        children.backoff.child((self._service,)).observe(state.upcoming_sleep)
         outcome = state.outcome
         if outcome is not None and not outcome.failed:
             cast(_Answered, outcome.result()).response.release()

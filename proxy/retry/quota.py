@@ -39,11 +39,16 @@ class RetryQuota:
         self._available[service] = left - cost
         return cost
 
-    def refund(self, service: str, last_retry_cost: int | None) -> None:
-        """Credit a successful request: the cost of its last retry, or 1 when it had none."""
+    def refund(self, service: str, last_retry_cost: int | None) -> bool:
+        """Credit a successful request: the cost of its last retry, or 1 when it had none.
+        Returns whether the balance changed (a full quota stays full)."""
         amount = NO_RETRY_REFUND if last_retry_cost is None else last_retry_cost
         left = self.available(service)
-        self._available[service] = min(self._capacity, left + amount)
+        refilled = min(self._capacity, left + amount)
+        if refilled == left:
+            return False
+        self._available[service] = refilled
+        return True
 
     def resize(self, capacity: int) -> None:
         """Change the capacity (config reload), keeping what each service has spent."""

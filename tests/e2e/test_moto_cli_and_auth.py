@@ -8,14 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 import urllib3
-from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from tests.e2e.conftest import MotoStack, moto_routes
+from tests.e2e.conftest import MotoStack, moto_routes, unsigned_client
 from tests.servers import credential_env, proxy_process
 
 AWS_CLI = str(Path(sys.executable).parent / "aws")
@@ -91,14 +88,7 @@ def test_wrong_secret_reaches_client_as_motos_own_error(
     wrong_secret_proxy: object, service: str, status: int, code: str
 ) -> None:
     proxy_url = wrong_secret_proxy.url  # type: ignore[attr-defined]
-    made = boto3.client(
-        service,
-        region_name="us-east-1",
-        endpoint_url=f"http://{service}.us-east-1.amazonaws.com",
-        config=BotoConfig(
-            signature_version=UNSIGNED, retries={"max_attempts": 1}, proxies={"http": proxy_url}
-        ),
-    )
+    made = unsigned_client(service, proxy_url)
     call = made.get_caller_identity if service == "sts" else made.describe_instances
     with pytest.raises(ClientError) as caught:
         call()

@@ -7,13 +7,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import urllib3
-from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 
-from tests.e2e.conftest import MotoStack, moto_routes
+from tests.e2e.conftest import MotoStack, moto_routes, unsigned_client
 from tests.servers import ProxyProcess, credential_env, proxy_process
 
 SMALL_BUFFER = 256 * 1024
@@ -38,17 +35,7 @@ def streaming_proxy(
 
 
 def _s3(proxy: ProxyProcess) -> object:
-    return boto3.client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url="http://s3.us-east-1.amazonaws.com",
-        config=BotoConfig(
-            signature_version=UNSIGNED,
-            proxies={"http": proxy.url},
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-        ),
-    )
+    return unsigned_client("s3", proxy.url, s3={"addressing_style": "path"})
 
 
 @pytest.mark.parametrize("size", [SMALL_BUFFER + 1, 3 * 1024 * 1024 + 12345])

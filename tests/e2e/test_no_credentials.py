@@ -10,16 +10,12 @@ import asyncio
 import time
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from tests.e2e.test_credentials_e2e import E2eStack, admin_get, chain_env, proxy_config, stack
-from tests.servers import ProxyProcess, free_port
+from tests.e2e.conftest import E2eStack, admin_get, proxy_config, unsigned_client
+from tests.servers import ProxyProcess, chain_env, free_port
 
-__all__ = ["stack"]
 PROVIDERS_IN_ORDER = [
     "env",
     "assume-role",
@@ -43,16 +39,8 @@ async def settled_readyz(proxy: ProxyProcess) -> tuple[int, str]:
 
 
 def _unsigned_sts_call(proxy_url: str) -> ClientError:
-    sts = boto3.client(
-        "sts",
-        region_name="us-east-1",
-        endpoint_url="http://sts.us-east-1.amazonaws.com",
-        config=BotoConfig(
-            signature_version=UNSIGNED, retries={"max_attempts": 1}, proxies={"http": proxy_url}
-        ),
-    )
     with pytest.raises(ClientError) as caught:
-        sts.get_caller_identity()
+        unsigned_client("sts", proxy_url).get_caller_identity()
     return caught.value
 
 

@@ -8,53 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import stat
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.e2e.test_credentials_e2e import (
-    ADMIN_ARN,
-    ROLE_ARN,
+from tests.e2e.conftest import (
     E2eStack,
-    MotoAccount,
-    RoleIssuingSts,
     admin_get,
     assert_secrets_not_logged,
-    assumed_role_arn,
     caller_arn,
+    proxy_config,
+)
+from tests.fakes.sts import role_issuing_sts
+from tests.servers import (
+    ADMIN_ARN,
+    MotoAccount,
+    assumed_role_arn,
     chain_env,
     issue_role_keys,
-    moto_account,
-    proxy_config,
-    stack,
+    run_cli,
 )
 
-__all__ = ["moto_account", "stack"]
-REPO = Path(__file__).resolve().parents[2]
 MFA_SERIAL = "arn:aws:iam::123456789012:mfa/u"
-
-
-async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    """`throttle-proxy ARGS` in a child process (async: the fakes it calls live on this loop)."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        *args,
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(child.communicate(), 30)
-    except TimeoutError:
-        child.kill()
-        await child.wait()
-        raise
-    assert child.returncode is not None
-    return child.returncode, out.decode(), err.decode()
 
 
 WHOAMI_FIELDS = ["provider", "access key id", "session token", "expires", "account", "arn"]
@@ -90,15 +65,7 @@ async def test_whoami_with_env_keys(moto_account: MotoAccount, tmp_path: Path) -
 
 
 async def test_whoami_with_assume_role_profile(moto_account: MotoAccount, tmp_path: Path) -> None:
-    (tmp_path / "credentials").write_text(
-        "[base]\n"
-        f"aws_access_key_id = {moto_account.key_id}\n"
-        f"aws_secret_access_key = {moto_account.secret}\n"
-    )
-    (tmp_path / "config").write_text(
-        f"[profile app]\nrole_arn = {ROLE_ARN}\nsource_profile = base\n"
-        "role_session_name = e2e-whoami\n"
-    )
+    moto_account.write_role_profile(tmp_path, "e2e-whoami")
     env = chain_env(
         tmp_path,
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
@@ -162,7 +129,7 @@ async def test_mfa_profile_reaches_a_running_proxy_without_restart(
     status, ready = await admin_get(proxy, "/readyz")
     assert (status, ready.split(" ")[:2]) == (200, ["ready:", "shared-credentials-file"])
 
-    standin = RoleIssuingSts(moto_account, session_token_session="after-mfa")
+    standin = role_issuing_sts(moto_account, session_token_session="after-mfa")
     mfa_env = chain_env(
         tmp_path,
         AWS_SHARED_CREDENTIALS_FILE=str(credentials),

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,29 +17,10 @@ from proxy.credentials.sts import StsClient
 from proxy.credentials.whoami import whoami
 from proxy.errors import CredentialError
 from proxy.metrics import Metrics
-from tests.fakes import serve
-from tests.integration.test_credentials_sts import MotoAccount, StandInSts, clean_env, moto
-from tests.servers import EXAMPLE_KEY_ID, EXAMPLE_SECRET
+from tests.fakes.sts import StandInSts
+from tests.servers import EXAMPLE_KEY_ID, EXAMPLE_SECRET, MotoAccount, clean_env, run_cli
 
-__all__ = ["moto"]  # the module-scoped moto fixture, shared with the STS tests
 SERIAL = "arn:aws:iam::123456789012:mfa/me"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-def standin() -> StandInSts:
-    return StandInSts()
-
-
-@pytest.fixture
-async def standin_url(standin: StandInSts) -> AsyncIterator[str]:
-    async with serve(standin.app()) as url:
-        yield url
 
 
 def long_term_file(tmp_path: Path) -> Path:
@@ -143,23 +121,8 @@ async def test_mfa_rejects_bad_code_and_reports_sts_errors(
     assert path.read_text() == before
 
 
-async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(child.communicate(), 30)
-    assert child.returncode is not None
-    return child.returncode, out.decode(), err.decode()
-
-
 async def test_cli_mfa_then_whoami_against_moto(
-    moto: MotoAccount, standin: StandInSts, standin_url: str, tmp_path: Path
+    moto_account: MotoAccount, standin: StandInSts, standin_url: str, tmp_path: Path
 ) -> None:
     long_term_file(tmp_path)
     env = clean_env(tmp_path, AWS_ENDPOINT_URL_STS=standin_url, PATH="/usr/bin:/bin")
@@ -172,15 +135,15 @@ async def test_cli_mfa_then_whoami_against_moto(
 
     env = clean_env(
         tmp_path,
-        AWS_ACCESS_KEY_ID=moto.key_id,
-        AWS_SECRET_ACCESS_KEY=moto.secret,
-        AWS_ENDPOINT_URL_STS=moto.server.url,
+        AWS_ACCESS_KEY_ID=moto_account.key_id,
+        AWS_SECRET_ACCESS_KEY=moto_account.secret,
+        AWS_ENDPOINT_URL_STS=moto_account.server.url,
     )
     code, out, err = await run_cli(env, "whoami")
     assert code == 0, err
     assert "provider:       env\n" in out
     assert "arn:            arn:aws:iam::123456789012:user/proxy-tester\n" in out
-    assert moto.secret not in out + err
+    assert moto_account.secret not in out + err
 
     code, out, err = await run_cli(clean_env(tmp_path / "empty"), "whoami")
     assert code == 1
@@ -188,16 +151,10 @@ async def test_cli_mfa_then_whoami_against_moto(
 
 
 async def test_whoami_reports_assumed_role(
-    moto: MotoAccount, session: aiohttp.ClientSession, tmp_path: Path
+    moto_account: MotoAccount, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    (tmp_path / "credentials").write_text(
-        f"[base]\naws_access_key_id = {moto.key_id}\naws_secret_access_key = {moto.secret}\n"
-    )
-    (tmp_path / "config").write_text(
-        "[profile app]\nrole_arn = arn:aws:iam::123456789012:role/app-role\n"
-        "source_profile = base\nrole_session_name = who\n"
-    )
-    env = clean_env(tmp_path, AWS_ENDPOINT_URL_STS=moto.server.url)
+    moto_account.write_role_profile(tmp_path, "who")
+    env = clean_env(tmp_path, AWS_ENDPOINT_URL_STS=moto_account.server.url)
     clock = SystemClock()
     answer = await whoami(Config(), env, session, clock, profile="app")
     assert answer.provider == "assume-role"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,75 @@ async def test_provider_reads_the_profile(tmp_path: Path) -> None:
     loaded = await ProcessProvider(store, "tool", 10).load()
     assert loaded is not None
     assert loaded.access_key_id == "AKIDPROC"
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_cancelled_run_kills_and_reaps_the_program(tmp_path: Path) -> None:
+    # The refresher is cancelled at shutdown while the program still runs: it must not linger.
+    pid_file = tmp_path / "pid"
+    command = program(
+        tmp_path,
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(30)\n",
+    )
+    running = asyncio.create_task(run_credential_process(command, 60))
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        await asyncio.sleep(0.01)
+    pid = int(pid_file.read_text())
+    assert _is_running(pid)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert not _is_running(pid)  # killed and reaped (a zombie would still answer kill 0)
+
+
+async def test_output_past_the_cap_stops_reading_and_kills_the_program(tmp_path: Path) -> None:
+    # 1 MiB then a long sleep: the runner must give up at 64 KiB, not buffer and wait it out.
+    pid_file = tmp_path / "pid"
+    command = program(
+        tmp_path,
+        "import os, sys, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "for _ in range(16):\n"
+        "    sys.stdout.write('x' * 65536)\n"
+        "sys.stdout.flush()\n"
+        "time.sleep(30)\n",
+    )
+    started = time.monotonic()
+    with pytest.raises(CredentialError) as caught:
+        await run_credential_process(command, 10)
+    assert time.monotonic() - started < 5
+    assert str(caught.value) == (
+        f"credential-process: credential_process {command!r}: output is larger than 64 KiB"
+    )
+    assert not _is_running(int(pid_file.read_text()))
+
+
+async def test_output_of_exactly_the_cap_is_read_whole(tmp_path: Path) -> None:
+    body = '{"Version": 1, "AccessKeyId": "AKIDCAP", "SecretAccessKey": "s"}'
+    padded = body + " " * (64 * 1024 - len(body))
+    command = program(tmp_path, f"import sys\nsys.stdout.write({padded!r})\n")
+    assert (await run_credential_process(command, 10)).access_key_id == "AKIDCAP"
+    with pytest.raises(CredentialError, match="output is larger than 64 KiB"):
+        await run_credential_process(
+            program(tmp_path, f"import sys\nsys.stdout.write({padded + ' '!r})\n"), 10
+        )
+
+
+async def test_noisy_stderr_does_not_block_the_program(tmp_path: Path) -> None:
+    # 1 MiB on stderr before the answer: stderr is drained (only its head kept), no deadlock.
+    command = program(
+        tmp_path,
+        "import json, sys\n"
+        "sys.stderr.write('warning\\n' * 131072)\n"
+        "print(json.dumps({'Version': 1, 'AccessKeyId': 'AKIDNOISY', 'SecretAccessKey': 's'}))\n",
+    )
+    assert (await run_credential_process(command, 10)).access_key_id == "AKIDNOISY"

@@ -7,16 +7,10 @@ while it checks signatures.
 
 from __future__ import annotations
 
-import json
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from proxy.clock import SystemClock
 from proxy.config import CredentialsConfig
@@ -24,147 +18,16 @@ from proxy.credentials.base import Credentials
 from proxy.credentials.chain import build_chain
 from proxy.credentials.sts import StsClient, sts_endpoint
 from proxy.errors import CredentialError, MfaRequired
-from tests.fakes import serve
-from tests.servers import EXAMPLE_KEY_ID, EXAMPLE_SECRET, MotoServer, moto_server
-
-ROLE_NAME = "app-role"
-ROLE_ARN = f"arn:aws:iam::123456789012:role/{ROLE_NAME}"
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
-    }
+from tests.fakes.sts import StandInSts
+from tests.servers import (
+    EXAMPLE_KEY_ID,
+    EXAMPLE_SECRET,
+    ROLE_ARN,
+    ROLE_NAME,
+    MotoAccount,
+    clean_env,
+    free_port,
 )
-STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
-
-
-@dataclass
-class MotoAccount:
-    server: MotoServer
-    key_id: str
-    secret: str
-
-    @property
-    def user_credentials(self) -> Credentials:
-        return Credentials(self.key_id, self.secret, provider="test")
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoAccount]:
-    import boto3
-
-    with moto_server() as server:
-        key_id, secret = server.create_admin_user()
-        iam = boto3.client(
-            "iam",
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id=EXAMPLE_KEY_ID,
-            aws_secret_access_key=EXAMPLE_SECRET,
-        )
-        iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=TRUST)
-        # The role may assume itself again: profile chains make two hops.
-        iam.put_role_policy(
-            RoleName=ROLE_NAME,
-            PolicyName="assume",
-            PolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": "sts:*", "Resource": "*"}],
-                }
-            ),
-        )
-        enable_auth(server)
-        yield MotoAccount(server, key_id, secret)
-
-
-def enable_auth(server: MotoServer) -> None:
-    """POST /moto-api/reset-auth with body 0 (text/plain: moto cannot read a form body there)."""
-    request = urllib.request.Request(
-        f"{server.url}/moto-api/reset-auth",
-        data=b"0",
-        method="POST",
-        headers={"Content-Type": "text/plain"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        answer.read()
-
-
-@dataclass
-class StandInSts:
-    """Answers AssumeRoleWithWebIdentity and GetSessionToken; records every call."""
-
-    calls: list[dict[str, str]] = field(default_factory=list)
-    authorizations: list[str | None] = field(default_factory=list)
-    expiration: str = "2030-01-01T00:00:00Z"
-    fail_with: tuple[int, str, str] | None = None  # (status, code, message)
-    issued: dict[str, str] | None = None  # hand out these keys (e.g. moto's) instead of made-up
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        return app
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        params = dict(parse_qsl((await request.read()).decode()))
-        self.calls.append(params)
-        self.authorizations.append(request.headers.get("Authorization"))
-        if self.fail_with is not None:
-            status, code, message = self.fail_with
-            body = (
-                f'<ErrorResponse xmlns="{STS_NS}"><Error><Type>Sender</Type>'
-                f"<Code>{code}</Code><Message>{message}</Message></Error></ErrorResponse>"
-            )
-            return web.Response(status=status, text=body, content_type="text/xml")
-        action = params["Action"]
-        n = len(self.calls)
-        keys = self.issued or {
-            "AccessKeyId": f"ASIASTANDIN{n:05d}",
-            "SecretAccessKey": f"standin-secret-{n}",
-            "SessionToken": f"standin-token-{n}",
-            "Expiration": self.expiration,
-        }
-        result = "<Credentials>" + "".join(f"<{k}>{v}</{k}>" for k, v in keys.items())
-        result += "</Credentials>"
-        if action == "AssumeRoleWithWebIdentity":
-            result += (
-                "<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/web/"
-                f"{params.get('RoleSessionName', '')}</Arn></AssumedRoleUser>"
-            )
-        body = (
-            f'<{action}Response xmlns="{STS_NS}"><{action}Result>{result}</{action}Result>'
-            f"</{action}Response>"
-        )
-        return web.Response(text=body, content_type="text/xml")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-def standin() -> StandInSts:
-    return StandInSts()
-
-
-@pytest.fixture
-async def standin_url(standin: StandInSts) -> AsyncIterator[str]:
-    async with serve(standin.app()) as url:
-        yield url
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """No ambient credentials: files in tmp_path, IMDS off, no container variables."""
-    env = {
-        "HOME": str(tmp_path),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
-        "AWS_CONFIG_FILE": str(tmp_path / "config"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    env.update(extra)
-    return env
 
 
 def test_endpoint_order() -> None:
@@ -176,13 +39,13 @@ def test_endpoint_order() -> None:
 
 
 async def test_assume_role_then_caller_identity_against_moto(
-    moto: MotoAccount, session: aiohttp.ClientSession
+    moto_account: MotoAccount, session: aiohttp.ClientSession
 ) -> None:
-    sts = StsClient(session, moto.server.url, "us-east-1", SystemClock())
-    user = await sts.get_caller_identity(moto.user_credentials)
+    sts = StsClient(session, moto_account.server.url, "us-east-1", SystemClock())
+    user = await sts.get_caller_identity(moto_account.user_credentials)
     assert user.arn == "arn:aws:iam::123456789012:user/proxy-tester"
     assumed = await sts.assume_role(
-        moto.user_credentials,
+        moto_account.user_credentials,
         role_arn=ROLE_ARN,
         session_name="s1",
         provider="assume-role",
@@ -198,10 +61,10 @@ async def test_assume_role_then_caller_identity_against_moto(
 
 
 async def test_wrong_secret_is_sts_error_without_secret(
-    moto: MotoAccount, session: aiohttp.ClientSession
+    moto_account: MotoAccount, session: aiohttp.ClientSession
 ) -> None:
-    sts = StsClient(session, moto.server.url, "us-east-1", SystemClock())
-    wrong = Credentials(moto.key_id, "not-the-secret", provider="env")
+    sts = StsClient(session, moto_account.server.url, "us-east-1", SystemClock())
+    wrong = Credentials(moto_account.key_id, "not-the-secret", provider="env")
     with pytest.raises(CredentialError) as caught:
         await sts.get_caller_identity(wrong)
     assert "SignatureDoesNotMatch" in str(caught.value)
@@ -209,8 +72,6 @@ async def test_wrong_secret_is_sts_error_without_secret(
 
 
 async def test_unreachable_sts_names_the_endpoint(session: aiohttp.ClientSession) -> None:
-    from tests.servers import free_port
-
     url = f"http://127.0.0.1:{free_port()}"
     sts = StsClient(session, url, "us-east-1", SystemClock(), timeout=2)
     with pytest.raises(CredentialError, match=r"STS GetCallerIdentity \(identity\) at http"):
@@ -218,19 +79,17 @@ async def test_unreachable_sts_names_the_endpoint(session: aiohttp.ClientSession
 
 
 async def test_profile_role_arn_with_source_profile_chain(
-    moto: MotoAccount, session: aiohttp.ClientSession, tmp_path: Path
+    moto_account: MotoAccount, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     # app -> middle -> base (static keys): two AssumeRole hops, both signed for moto.
-    (tmp_path / "credentials").write_text(
-        f"[base]\naws_access_key_id = {moto.key_id}\naws_secret_access_key = {moto.secret}\n"
-    )
+    moto_account.write_base_profile(tmp_path / "credentials")
     (tmp_path / "config").write_text(
         f"[profile middle]\nrole_arn = {ROLE_ARN}\nsource_profile = base\n"
         f"role_session_name = middle-session\n\n"
         f"[profile app]\nrole_arn = {ROLE_ARN}\nsource_profile = middle\n"
         "role_session_name = app-session\nexternal_id = e-1\nduration_seconds = 1800\n"
     )
-    env = clean_env(tmp_path, AWS_PROFILE="app", AWS_ENDPOINT_URL_STS=moto.server.url)
+    env = clean_env(tmp_path, AWS_PROFILE="app", AWS_ENDPOINT_URL_STS=moto_account.server.url)
     sts = StsClient(session, sts_endpoint(env, "us-east-1"), "us-east-1", SystemClock())
     chain = build_chain(CredentialsConfig(), env, sts, session, SystemClock())
     credentials, provider = await chain.resolve()
@@ -240,14 +99,16 @@ async def test_profile_role_arn_with_source_profile_chain(
 
 
 async def test_credential_source_environment(
-    moto: MotoAccount, session: aiohttp.ClientSession, tmp_path: Path
+    moto_account: MotoAccount, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     (tmp_path / "config").write_text(
         f"[profile ci]\nrole_arn = {ROLE_ARN}\ncredential_source = Environment\n"
         "role_session_name = ci\n"
     )
-    env = clean_env(tmp_path, AWS_ACCESS_KEY_ID=moto.key_id, AWS_SECRET_ACCESS_KEY=moto.secret)
-    sts = StsClient(session, moto.server.url, "us-east-1", SystemClock())
+    env = clean_env(
+        tmp_path, AWS_ACCESS_KEY_ID=moto_account.key_id, AWS_SECRET_ACCESS_KEY=moto_account.secret
+    )
+    sts = StsClient(session, moto_account.server.url, "us-east-1", SystemClock())
     chain = build_chain(CredentialsConfig(profile="ci"), env, sts, session, SystemClock())
     credentials, provider = await chain.resolve()
     assert provider.name == "assume-role"

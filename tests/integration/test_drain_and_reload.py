@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 
-from tests.fakes.aws_upstream import FakeAws, start_fake_aws
+from tests.fakes.aws_upstream import FakeAws
 from tests.polling import eventually
 from tests.servers import ProxyProcess, proxy_process
 
 EC2 = "ec2.us-east-1.amazonaws.com"
 DESCRIBE = "/?Action=DescribeInstances&Version=2016-11-15"
-
-
-@pytest.fixture
-async def fake_aws() -> AsyncIterator[FakeAws]:
-    fake = await start_fake_aws()
-    yield fake
-    await fake.close()
 
 
 def _config(fake: FakeAws, rate: float, burst: float) -> dict[str, object]:

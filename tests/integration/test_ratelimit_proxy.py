@@ -5,26 +5,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 
-from tests.fakes.aws_upstream import FakeAws, Seen, start_fake_aws
+from tests.fakes.aws_upstream import FakeAws, Seen
 from tests.fakes.scripted_upstream import ScriptedUpstream, error
 from tests.servers import ProxyProcess, proxy_process
 
 EC2 = "ec2.us-east-1.amazonaws.com"
 S3 = "s3.us-east-1.amazonaws.com"
-
-
-@pytest.fixture
-async def fake_aws() -> AsyncIterator[FakeAws]:
-    fake = await start_fake_aws()
-    yield fake
-    await fake.close()
 
 
 def config(fake: FakeAws, limits: list[dict[str, object]], **policy: object) -> dict[str, object]:
@@ -108,6 +100,8 @@ async def test_over_max_wait_answers_the_services_own_throttling_error(
             assert int(headers["Retry-After"]) >= 1
             assert "<Code>RequestLimitExceeded</Code>" in body
             assert len(arrivals(fake_aws, "RunInstances")) == 2  # the refused one never left
+            assert "x-throttle-proxy-attempts" not in headers  # so it claims no attempt
+            assert [a[1]["x-throttle-proxy-attempts"] for a in answers[:2]] == ["1", "1"]
             rejected = 'throttle_proxy_ratelimit_decisions_total{decision="rejected",rule="run"}'
             assert await metric(session, proxy, rejected) == 1
 

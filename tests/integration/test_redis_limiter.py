@@ -1,17 +1,20 @@
 """The shared limiter against a real redis-server: one budget for two replicas, fail open
-while Redis is gone, shared again once it is back."""
+while Redis is gone, shared again once it is back; a cancelled waiter gives its slot back;
+multi-rule scripts run on Redis Cluster (one hash slot)."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from proxy.clock import SystemClock
 from proxy.config import LimitPolicy, LimitRule, RedisConfig
@@ -19,6 +22,7 @@ from proxy.errors import RateLimited
 from proxy.metrics import Metrics
 from proxy.operations import Operation
 from proxy.ratelimit.redis_limiter import RedisRateLimiter
+from tests.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
 
@@ -26,16 +30,11 @@ DESCRIBE = Operation("ec2", "DescribeInstances", protocol="ec2")
 RULE = LimitRule("describe", "ec2", rate=20, burst=10, operations=("DescribeInstances",))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class RedisProcess:
     port: int
     process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -49,18 +48,12 @@ class RedisProcess:
                 "",
                 "--appendonly",
                 "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        wait_for_port(self.port, 5, self.process)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -201,3 +194,160 @@ async def test_local_over_limit_cache_refuses_without_asking(
     with pytest.raises(RateLimited):
         await a.acquire(DESCRIBE)
     assert calls == 0
+
+
+SLOW = LimitRule("slow", "ec2", rate=4, burst=1, operations=("DescribeInstances",))
+WAITING = LimitPolicy(max_wait=2.0, max_queue=100)
+
+
+def slow_replica(port: int, metrics: Metrics | None = None) -> RedisRateLimiter:
+    config = RedisConfig(url=f"redis://127.0.0.1:{port}/0", key_prefix="tp-refund", timeout=0.5)
+    return RedisRateLimiter([SLOW], WAITING, config, metrics or Metrics(), SystemClock())
+
+
+async def cancel_while_waiting(replica: RedisRateLimiter) -> None:
+    """Queue one acquire, let Redis grant it a slot ahead, then drop it (the client left)."""
+    waiter = asyncio.create_task(replica.acquire(DESCRIBE))
+    for _ in range(200):  # bounded: until the grant is made and the waiter sleeps
+        await asyncio.sleep(0.005)
+        if replica._local.waiting:
+            break
+    assert replica._local.waiting == 1
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert replica._local.waiting == 0  # its place in the queue is free at once
+    await asyncio.gather(*replica._refunds)  # the background refund has landed
+
+
+@pytest.fixture
+async def slow_pair(redis_server: RedisProcess) -> AsyncIterator[tuple[RedisRateLimiter, ...]]:
+    pair = (slow_replica(redis_server.port), slow_replica(redis_server.port))
+    yield pair
+    for replica in pair:
+        await replica.close()
+
+
+async def test_a_cancelled_waiter_gives_its_slot_back(
+    slow_pair: tuple[RedisRateLimiter, ...],
+) -> None:
+    a, b = slow_pair
+    assert await a.acquire(DESCRIBE) == 0.0  # the one token of the burst
+    started = time.monotonic()
+    await cancel_while_waiting(a)  # it held the slot at +0.25 s
+    # The other replica gets that slot, not the one after it (+0.5 s).
+    waited = await b.acquire(DESCRIBE)
+    assert time.monotonic() - started == pytest.approx(0.25, abs=0.08)
+    assert 0 < waited < 0.3
+
+
+async def test_a_slot_with_a_later_grant_on_it_stays_charged(
+    slow_pair: tuple[RedisRateLimiter, ...],
+) -> None:
+    a, b = slow_pair
+    assert await a.acquire(DESCRIBE) == 0.0
+    started = time.monotonic()
+    first = asyncio.create_task(a.acquire(DESCRIBE))  # slot at +0.25 s
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(b.acquire(DESCRIBE))  # stacked on it: +0.5 s
+    await asyncio.sleep(0.05)
+    try:
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.gather(*a._refunds)
+        # Not refunded: a newcomer goes after the second waiter (+0.75 s), never beside it.
+        third = await b.acquire(DESCRIBE)
+        assert time.monotonic() - started == pytest.approx(0.75, abs=0.08)
+        assert third > 0.5
+        assert await second > 0.3
+    finally:
+        second.cancel()  # when an assertion failed first: no task left behind
+        await asyncio.gather(second, return_exceptions=True)
+
+
+async def test_refund_failures_count_and_never_raise(redis_server: RedisProcess) -> None:
+    metrics = Metrics()
+    a = slow_replica(redis_server.port, metrics)
+    try:
+        assert await a.acquire(DESCRIBE) == 0.0
+        waiter = asyncio.create_task(a.acquire(DESCRIBE))
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if a._local.waiting:
+                break
+        redis_server.stop()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await asyncio.gather(*a._refunds)
+        errors = metrics.registry.get_sample_value(
+            "throttle_proxy_ratelimit_backend_errors_total", {"backend": "redis"}
+        )
+        assert errors == 1
+    finally:
+        await a.close()
+
+
+@pytest.fixture
+def redis_cluster_node(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A one-node Redis Cluster holding every slot: it answers CROSSSLOT like a real one."""
+    server = RedisProcess(
+        free_port(),
+        extra_args=(
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",  # the bus, else port + 10000 (which may be taken or > 65535)
+            str(free_port()),
+            "--cluster-config-file",
+            str(tmp_path / "nodes.conf"),
+            "--dir",
+            str(tmp_path),
+        ),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+async def cluster_ready(port: int) -> None:
+    client = aioredis.Redis(host="127.0.0.1", port=port)
+    try:
+        await client.cluster("ADDSLOTSRANGE", "0", "16383")
+        for _ in range(100):  # bounded: the node marks itself ok within a few ticks
+            info = await client.cluster("INFO")  # parsed by redis-py into a dict
+            if info.get("cluster_state") == "ok":
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("cluster never reached state ok")
+    finally:
+        await client.aclose()
+
+
+async def test_rules_sharing_a_request_run_in_one_cluster_slot(
+    redis_cluster_node: RedisProcess,
+) -> None:
+    port = redis_cluster_node.port
+    await cluster_ready(port)
+    raw = aioredis.Redis(host="127.0.0.1", port=port)
+    try:
+        # The node enforces slots: two plain keys in one script are refused...
+        with pytest.raises(ResponseError, match="same slot"):  # CROSSSLOT
+            await raw.eval("return 1", 2, "tp:describe:", "tp:ec2-all:")
+    finally:
+        await raw.aclose()
+    rules = [RULE, LimitRule("ec2-all", "ec2", rate=20, burst=5)]
+    metrics = Metrics()
+    config = RedisConfig(url=f"redis://127.0.0.1:{port}/0", key_prefix="tp", timeout=0.5)
+    replica = RedisRateLimiter(
+        rules, LimitPolicy(max_wait=0.0, max_queue=100), config, metrics, SystemClock()
+    )
+    try:
+        # ...while the limiter's keys, all tagged {tp}, are charged together.
+        assert await admitted(replica, 8) == 5  # the tighter rule (burst 5) decides
+        errors = metrics.registry.get_sample_value(
+            "throttle_proxy_ratelimit_backend_errors_total", {"backend": "redis"}
+        )
+        assert not errors
+    finally:
+        await replica.close()

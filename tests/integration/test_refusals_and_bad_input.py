@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.fakes.aws_upstream import FakeAws, count_connections, start_fake_aws
+from tests.fakes.aws_upstream import FakeAws, count_connections
 from tests.servers import (
     EXAMPLE_KEY_ID,
     EXAMPLE_SECRET,
@@ -23,13 +23,6 @@ from tests.servers import (
 
 SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLETOKEN" + "Q" * 40
 EC2 = "ec2.us-east-1.amazonaws.com"
-
-
-@pytest.fixture
-async def fake_aws() -> AsyncIterator[FakeAws]:
-    fake = await start_fake_aws()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

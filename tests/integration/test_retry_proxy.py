@@ -181,3 +181,12 @@ async def test_per_service_max_attempts(rig: Rig) -> None:
     sent = rig.upstream.attempts_of("t")
     assert len(sent) == 2
     assert all(signature_is_valid(a, SECRET) for a in sent)
+
+
+async def test_refusals_claim_no_attempts(rig: Rig) -> None:
+    """Nothing was sent upstream: no `x-throttle-proxy-attempts` on the proxy's refusal."""
+    async with rig.session.get(f"{rig.url}/", headers={"Host": "example.com"}) as answer:
+        assert answer.status == 403
+        assert answer.headers["x-throttle-proxy-error"] == "host-not-allowed"
+        assert ATTEMPTS_HEADER not in answer.headers
+    assert rig.upstream.attempts_of("t") == []

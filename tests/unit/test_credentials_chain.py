@@ -7,7 +7,6 @@ leaves the machine (no provider here calls STS).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -26,25 +25,9 @@ from proxy.credentials.profiles import (
 from proxy.credentials.static import SharedCredentialsProvider
 from proxy.credentials.sts import StsClient
 from proxy.errors import CredentialError, NoCredentials
+from tests.servers import EXAMPLE_SECRET, clean_env
 
-SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        "HOME": str(tmp_path),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
-        "AWS_CONFIG_FILE": str(tmp_path / "config"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    env.update(extra)
-    return env
+SECRET = EXAMPLE_SECRET
 
 
 def chain_for(
@@ -80,14 +63,14 @@ def test_parse_ini_error_names_the_file() -> None:
 
 async def test_env_beats_files(session: aiohttp.ClientSession, tmp_path: Path) -> None:
     (tmp_path / "credentials").write_text("[default]\n" + keys("file"))
-    env = env_for(tmp_path, AWS_ACCESS_KEY_ID="AKIDENV", AWS_SECRET_ACCESS_KEY=SECRET)
+    env = clean_env(tmp_path, AWS_ACCESS_KEY_ID="AKIDENV", AWS_SECRET_ACCESS_KEY=SECRET)
     credentials, provider = await chain_for(session, env).resolve()
     assert (credentials.access_key_id, provider.name) == ("AKIDENV", "env")
 
 
 async def test_explicit_profile_beats_env(session: aiohttp.ClientSession, tmp_path: Path) -> None:
     (tmp_path / "credentials").write_text("[dev]\n" + keys("dev"))
-    env = env_for(tmp_path, AWS_ACCESS_KEY_ID="AKIDENV", AWS_SECRET_ACCESS_KEY=SECRET)
+    env = clean_env(tmp_path, AWS_ACCESS_KEY_ID="AKIDENV", AWS_SECRET_ACCESS_KEY=SECRET)
     credentials, provider = await chain_for(session, env, profile="dev").resolve()
     assert (credentials.access_key_id, provider.name) == ("AKIDDEV", "shared-credentials-file")
 
@@ -95,7 +78,7 @@ async def test_explicit_profile_beats_env(session: aiohttp.ClientSession, tmp_pa
 async def test_explicit_missing_profile_is_an_error(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    env = env_for(tmp_path, AWS_ACCESS_KEY_ID="AKIDENV", AWS_SECRET_ACCESS_KEY=SECRET)
+    env = clean_env(tmp_path, AWS_ACCESS_KEY_ID="AKIDENV", AWS_SECRET_ACCESS_KEY=SECRET)
     with pytest.raises(CredentialError, match=r"profile \[nope\] not found in .*credentials or"):
         await chain_for(session, env, profile="nope").resolve()
 
@@ -104,7 +87,7 @@ async def test_default_profile_beats_aws_profile(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     (tmp_path / "credentials").write_text("[a]\n" + keys("a") + "[b]\n" + keys("b"))
-    env = env_for(tmp_path, AWS_PROFILE="a", AWS_DEFAULT_PROFILE="b")
+    env = clean_env(tmp_path, AWS_PROFILE="a", AWS_DEFAULT_PROFILE="b")
     credentials, _ = await chain_for(session, env).resolve()
     assert credentials.access_key_id == "AKIDB"
 
@@ -114,16 +97,16 @@ async def test_credentials_file_beats_config_file(
 ) -> None:
     (tmp_path / "credentials").write_text("[default]\n" + keys("creds"))
     (tmp_path / "config").write_text("[default]\n" + keys("config"))
-    credentials, provider = await chain_for(session, env_for(tmp_path)).resolve()
+    credentials, provider = await chain_for(session, clean_env(tmp_path)).resolve()
     assert (credentials.access_key_id, provider.name) == ("AKIDCREDS", "shared-credentials-file")
     (tmp_path / "credentials").write_text("[other]\n" + keys("other"))
-    credentials, provider = await chain_for(session, env_for(tmp_path)).resolve()
+    credentials, provider = await chain_for(session, clean_env(tmp_path)).resolve()
     assert (credentials.access_key_id, provider.name) == ("AKIDCONFIG", "config-file")
 
 
 async def test_config_file_profile_section(session: aiohttp.ClientSession, tmp_path: Path) -> None:
     (tmp_path / "config").write_text("[profile dev]\n" + keys("dev"))
-    env = env_for(tmp_path, AWS_PROFILE="dev")
+    env = clean_env(tmp_path, AWS_PROFILE="dev")
     credentials, provider = await chain_for(session, env).resolve()
     assert (credentials.access_key_id, provider.name) == ("AKIDDEV", "config-file")
 
@@ -134,14 +117,14 @@ async def test_error_stops_the_chain(session: aiohttp.ClientSession, tmp_path: P
     path.write_text("[default]\naws_access_key_id = AKIDHALF\n")
     (tmp_path / "config").write_text("[default]\n" + keys("config"))
     with pytest.raises(CredentialError) as caught:
-        await chain_for(session, env_for(tmp_path)).resolve()
+        await chain_for(session, clean_env(tmp_path)).resolve()
     assert str(caught.value) == (
         f"shared-credentials-file: {path}: profile [default]: missing aws_secret_access_key"
     )
 
 
 async def test_partial_env_is_an_error(session: aiohttp.ClientSession, tmp_path: Path) -> None:
-    env = env_for(tmp_path, AWS_ACCESS_KEY_ID="AKIDENV")
+    env = clean_env(tmp_path, AWS_ACCESS_KEY_ID="AKIDENV")
     with pytest.raises(
         CredentialError, match=r"^env: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not$"
     ):
@@ -152,7 +135,7 @@ async def test_nothing_found_names_every_provider(
     session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     with pytest.raises(NoCredentials) as caught:
-        await chain_for(session, env_for(tmp_path)).resolve()
+        await chain_for(session, clean_env(tmp_path)).resolve()
     message = caught.value.message
     assert message.startswith("no credentials: env: AWS_ACCESS_KEY_ID not set; assume-role: ")
     for part in (

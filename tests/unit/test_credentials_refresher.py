@@ -243,3 +243,121 @@ async def test_start_loads_in_background_and_close_stops() -> None:
     assert source.status()[0]
     await source.close()
     assert provider.loads == 1
+
+
+async def test_mfa_required_is_announced_then_makes_the_proxy_not_ready() -> None:
+    # Issue 3 item 6: an MFA session that can no longer be refreshed says so on /readyz.
+    clock = FakeClock()
+    old = creds("AKIDOLDMFA", clock.time() + HOUR)
+    need_code = MfaRequired("assume-role: profile [a] needs a new MFA code for arn:mfa")
+    provider = ScriptedProvider(old, need_code)
+    source = refresher(provider, clock)
+    await source.get()
+    clock.advance(HOUR - 14 * MINUTE)  # advisory window: the background refresh fails
+    await source.refresh_if_due()
+    ready, message = source.status()
+    assert ready  # the keys in use still work for a few minutes
+    assert message.startswith("ready: scripted AKID…DMFA expires ")
+    assert message.endswith(
+        "; mfa-required soon: assume-role: profile [a] needs a new MFA code for arn:mfa"
+    )
+    assert await source.get() is old
+    clock.advance(4 * MINUTE + 1)  # 9 min 59 s left: inside the mandatory window
+    assert source.status() == (
+        False,
+        "mfa-required: assume-role: profile [a] needs a new MFA code for arn:mfa",
+    )
+    with pytest.raises(MfaRequired) as caught:
+        await source.get()
+    assert caught.value.reason == "mfa-required"  # the proxy's 503 x-throttle-proxy-error
+    clock.advance(20 * MINUTE)  # expired, backoff over: still the same answer
+    with pytest.raises(MfaRequired):
+        await source.get()
+    ready, message = source.status()
+    assert not ready
+    assert message.startswith("mfa-required: ")
+
+
+async def test_other_refresh_failures_are_not_called_mfa() -> None:
+    clock = FakeClock()
+    provider = ScriptedProvider(
+        creds("AKIDOLD", clock.time() + HOUR), CredentialError("scripted", "sts down")
+    )
+    source = refresher(provider, clock)
+    await source.get()
+    clock.advance(HOUR - 14 * MINUTE)
+    await source.refresh_if_due()
+    ready, message = source.status()
+    assert ready
+    assert "mfa-required" not in message
+    assert message.endswith("; refresh failing: scripted: sts down")
+
+
+class CountedTime(float):
+    """A clock reading that counts arithmetic done on it (the hot path should do none)."""
+
+    operations = 0
+
+    def __sub__(self, other: float) -> float:
+        CountedTime.operations += 1
+        return float(self) - other
+
+    def __rsub__(self, other: float) -> float:
+        CountedTime.operations += 1
+        return other - float(self)
+
+    def __add__(self, other: float) -> float:
+        CountedTime.operations += 1
+        return float(self) + other
+
+    def __radd__(self, other: float) -> float:
+        CountedTime.operations += 1
+        return other + float(self)
+
+
+class CountingClock(FakeClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.time_reads = 0
+        self.monotonic_reads = 0
+
+    def time(self) -> float:
+        self.time_reads += 1
+        return CountedTime(super().time())
+
+    def monotonic(self) -> float:
+        self.monotonic_reads += 1
+        return super().monotonic()
+
+
+@pytest.mark.parametrize("expiry", [HOUR, None])
+async def test_fresh_get_is_one_clock_read_and_one_comparison(expiry: float | None) -> None:
+    clock = CountingClock()
+    fresh = creds("AKIDFRESH", None if expiry is None else clock.time() + expiry)
+    source = refresher(ScriptedProvider(fresh), clock)
+    await source.get()
+    clock.time_reads = clock.monotonic_reads = CountedTime.operations = 0
+    for _ in range(3):
+        step = source.get()
+        with pytest.raises(StopIteration) as finished:
+            step.send(None)  # finishes on its first step: nothing awaited
+        assert finished.value.value is fresh
+    assert (clock.time_reads, clock.monotonic_reads, CountedTime.operations) == (3, 0, 0)
+
+
+async def test_fresh_until_follows_the_mandatory_window_exactly() -> None:
+    clock = FakeClock()
+    old = creds("AKIDOLD", clock.time() + HOUR)
+    new = creds("AKIDNEW", clock.time() + 3 * HOUR)
+    provider = ScriptedProvider(old, new)
+    source = refresher(provider, clock)
+    await source.get()
+    clock.advance(HOUR - 10 * MINUTE - 1)  # one second before the mandatory window
+    assert await source.get() is old
+    assert provider.loads == 1
+    clock.advance(1)  # exactly at it: callers wait for the refresh
+    assert await source.get() is new
+    assert provider.loads == 2
+    clock.advance(HOUR)
+    assert await source.get() is new  # the deadline moved with the new keys
+    assert provider.loads == 2

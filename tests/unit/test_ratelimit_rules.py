@@ -66,6 +66,37 @@ def test_prefix_key_is_bucket_plus_leading_folders(
     assert prefix_key(bucket, key, depth) == expected
 
 
+class SplitRecorder(str):
+    """A key that records the `maxsplit` of every split made of it."""
+
+    maxsplits: list[int]
+
+    def split(self, sep: str | None = None, maxsplit: int = -1) -> list[str]:  # type: ignore[override]
+        self.maxsplits.append(maxsplit)
+        return super().split(sep, maxsplit)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefix_key_splits_only_the_leading_segments(depth: int) -> None:
+    key = SplitRecorder("/".join(f"d{i}" for i in range(50_000)) + "/x.gz")
+    key.maxsplits = []
+    expected = "/".join(["b", *(f"d{i}" for i in range(depth))])
+    assert prefix_key("b", key, depth) == expected
+    assert all(0 <= maxsplit <= depth + 1 for maxsplit in key.maxsplits)
+
+
+def test_per_operation_buckets_are_bounded_by_known_operations() -> None:
+    """A client-made name (up to 128 chars each) cannot mint buckets: they all share `other`."""
+    rule = compile_rule(LimitRule("r", "ec2", 10, 10, per="operation"))
+    made_up = {
+        rule.bucket_key(Operation("ec2", f"Invented{i:0>100}", protocol="ec2")) for i in range(200)
+    }
+    assert made_up == {"other"}
+    assert rule.bucket_key(Operation("ec2", None, protocol="ec2")) == "other"
+    known = Operation("ec2", "DescribeInstances", protocol="ec2")
+    assert rule.bucket_key(known) == "DescribeInstances"
+
+
 @pytest.mark.parametrize(
     ("per", "expected"),
     [("none", ""), ("operation", "GetObject"), ("bucket", "photos"), ("prefix", "photos/2024")],

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 import pytest
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
-from proxy.config import RetryConfig
+from proxy.config import RetryConfig, parse_config
+from proxy.configparse import ConfigError
 from proxy.retry.backoff import (
     BackoffPolicy,
     FullJitterWait,
@@ -63,17 +64,67 @@ def test_full_jitter_draws_are_uniform_over_the_window(attempt: int, base: float
 def test_policy_uses_the_throttle_base_after_a_throttle() -> None:
     policy = BackoffPolicy.from_config(RetryConfig())
     top = lambda: 0.999_999  # noqa: E731
-    assert retry_delay(policy, 1, THROTTLE, {}, top, NOW) == pytest.approx(1.0, rel=1e-5)
-    assert retry_delay(policy, 1, TRANSIENT, {}, top, NOW) == pytest.approx(0.05, rel=1e-5)
-    assert retry_delay(policy, 3, TRANSIENT, {}, top, NOW) == pytest.approx(0.2, rel=1e-5)
-    assert retry_delay(policy, 9, THROTTLE, {}, top, NOW) == pytest.approx(20.0, rel=1e-5)
+    assert retry_delay(policy, 1, THROTTLE, {}, top, NOW, service="ec2") == pytest.approx(
+        1.0, rel=1e-5
+    )
+    assert retry_delay(policy, 1, TRANSIENT, {}, top, NOW, service="ec2") == pytest.approx(
+        0.05, rel=1e-5
+    )
+    assert retry_delay(policy, 3, TRANSIENT, {}, top, NOW, service="ec2") == pytest.approx(
+        0.2, rel=1e-5
+    )
+    assert retry_delay(policy, 9, THROTTLE, {}, top, NOW, service="ec2") == pytest.approx(
+        20.0, rel=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "base"), [("dynamodb", 0.025), ("ec2", 0.05), ("s3", 0.05), ("sts", 0.05)]
+)
+def test_unset_base_delay_is_the_sdks_own_per_service(service: str, base: float) -> None:
+    """REFERENCE.md §2: 0.05 s, but 0.025 s for DynamoDB (and DynamoDB Streams, which signs as
+    `dynamodb`). Throttles keep their 1 s base everywhere."""
+    policy = BackoffPolicy.from_config(RetryConfig())
+    assert policy.base_delay is None
+    assert policy.base_for(TRANSIENT, service) == base
+    assert policy.base_for(THROTTLE, service) == 1.0
+    top = lambda: 0.999_999  # noqa: E731
+    delay = retry_delay(policy, 2, TRANSIENT, {}, top, NOW, service=service)
+    assert delay == pytest.approx(2 * base, rel=1e-5)
+
+
+def test_a_configured_base_delay_applies_to_dynamodb_too() -> None:
+    policy = BackoffPolicy.from_config(RetryConfig(base_delay=0.05))
+    assert policy.base_for(TRANSIENT, "dynamodb") == 0.05
+    assert BackoffPolicy.from_config(RetryConfig(base_delay=0.2)).base_for(TRANSIENT, "ec2") == 0.2
+
+
+@pytest.mark.parametrize(
+    ("retry", "expected"),
+    [({}, None), ({"base_delay": "50ms"}, 0.05), ({"base_delay": 0.01}, 0.01)],
+)
+def test_config_keeps_base_delay_unset_unless_written(
+    retry: dict[str, object], expected: float | None
+) -> None:
+    """Writing `base_delay: 50ms` is a choice (DynamoDB then waits 50 ms too); leaving it out
+    means the SDK's defaults."""
+    assert parse_config({"retry": retry}).retry.base_delay == expected
+
+
+def test_config_rejects_a_bad_base_delay_as_before() -> None:
+    with pytest.raises(ConfigError, match=r"retry\.base_delay"):
+        parse_config({"retry": {"base_delay": "soon"}})
+    with pytest.raises(ConfigError, match=r"retry\.base_delay"):
+        parse_config({"retry": {"base_delay": None}})
 
 
 def test_policy_follows_the_config() -> None:
     config = RetryConfig(base_delay=0.1, throttle_base_delay=2.0, max_backoff=3.0)
     policy = BackoffPolicy.from_config(config)
     assert (policy.base_delay, policy.throttle_base_delay, policy.max_backoff) == (0.1, 2.0, 3.0)
-    assert retry_delay(policy, 5, THROTTLE, {}, lambda: 0.5, NOW) == pytest.approx(1.5)
+    assert retry_delay(policy, 5, THROTTLE, {}, lambda: 0.5, NOW, service="ec2") == pytest.approx(
+        1.5
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,7 +142,7 @@ def test_policy_follows_the_config() -> None:
 def test_x_amz_retry_after(header: str, expected: float) -> None:
     policy = BackoffPolicy()
     delay = retry_delay(
-        policy, 1, THROTTLE, {"x-amz-retry-after": header}, lambda: 0.5, NOW
+        policy, 1, THROTTLE, {"x-amz-retry-after": header}, lambda: 0.5, NOW, service="ec2"
     )  # jitter t = 0.5 * 1 s
     assert delay == pytest.approx(expected)
 
@@ -101,9 +152,13 @@ def test_retry_after_needs_the_switch() -> None:
     assert server_hint(headers, False, NOW) is None
     assert server_hint(headers, True, NOW) == 3.0
     on = BackoffPolicy(honor_retry_after=True)
-    assert retry_delay(on, 1, THROTTLE, headers, lambda: 0.5, NOW) == pytest.approx(3.0)
+    assert retry_delay(on, 1, THROTTLE, headers, lambda: 0.5, NOW, service="ec2") == pytest.approx(
+        3.0
+    )
     off = BackoffPolicy()
-    assert retry_delay(off, 1, THROTTLE, headers, lambda: 0.5, NOW) == pytest.approx(0.5)
+    assert retry_delay(off, 1, THROTTLE, headers, lambda: 0.5, NOW, service="ec2") == pytest.approx(
+        0.5
+    )
 
 
 def test_retry_after_http_date_is_relative_to_now() -> None:
@@ -145,7 +200,7 @@ async def test_full_jitter_wait_drives_tenacity() -> None:
         sleep=fake_sleep,
         retry=retry_if_result(lambda v: v.is_retryable),
         stop=stop_after_attempt(10),
-        wait=FullJitterWait(BackoffPolicy(), lambda: 0.5, lambda: NOW, describe),
+        wait=FullJitterWait(BackoffPolicy(), lambda: 0.5, lambda: NOW, describe, service="ec2"),
     )
     result: RetryVerdict = await retrying(attempt)
     assert result == RetryVerdict("success")

@@ -15,7 +15,16 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.clock import FakeClock
 from proxy.config import RetryConfig
-from proxy.errors import NoCredentials, ProxyError, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import (
+    BadRequest,
+    HostNotAllowed,
+    NoCredentials,
+    PayloadTooLarge,
+    ProxyError,
+    RateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from proxy.metrics import Metrics
 from proxy.operations import Operation
 from proxy.retry import AttemptRunner, max_attempts_for
@@ -193,6 +202,24 @@ async def test_dynamodb_gets_four_attempts() -> None:
     assert h.slept == pytest.approx([0.5, 1.0, 2.0])
 
 
+async def test_dynamodb_transient_retries_use_the_sdks_25ms_base() -> None:
+    h = Harness()
+    send = ScriptedSend(h.clock, [answer(500), answer(500), answer(500), answer(200)])
+    result = await h.runner.run(DDB_GET, send, replayable=True)
+    assert result.attempts == 4
+    assert h.slept == pytest.approx([0.0125, 0.025, 0.05])  # 0.5 * 25 ms * 2**n
+    other = Harness()
+    await other.runner.run(S3_GET, ScriptedSend(other.clock, [answer(500), answer(200)]), True)
+    assert other.slept == pytest.approx([0.025])  # 0.5 * 50 ms elsewhere
+
+
+async def test_a_configured_base_delay_wins_for_dynamodb() -> None:
+    h = Harness(RetryConfig(base_delay=0.05))
+    send = ScriptedSend(h.clock, [answer(500), answer(200)])
+    await h.runner.run(DDB_GET, send, replayable=True)
+    assert h.slept == pytest.approx([0.025])
+
+
 def test_max_attempts_resolution() -> None:
     default = RetryConfig()
     assert max_attempts_for(default, "ec2") == 3
@@ -244,9 +271,69 @@ async def test_errors_before_sending_are_final() -> None:
     send = ScriptedSend(h.clock, [NoCredentials("none")])
     with pytest.raises(NoCredentials) as raised:
         await h.runner.run(EC2_DESCRIBE, send, replayable=True)
-    assert raised.value.attempts == 1
+    assert raised.value.attempts == 0  # nothing reached the wire
     assert send.numbers == [1]
     assert h.attempts("ec2", "DescribeInstances", "error") == 0
+
+
+def test_refusals_made_before_any_attempt_report_none() -> None:
+    """The pipeline's own refusals never pass through the loop: nothing was sent."""
+    refusals: list[ProxyError] = [
+        HostNotAllowed("h"),
+        PayloadTooLarge("p"),
+        RateLimited("r", 1.0, "rule"),
+        NoCredentials("n"),
+        BadRequest("b"),
+    ]
+    assert [error.attempts for error in refusals] == [0] * len(refusals)
+
+
+@pytest.mark.parametrize(
+    ("steps", "limit", "replayable", "expected"),
+    [
+        # fast path: the first attempt ends it
+        ([UpstreamUnavailable("reset")], 1, True, 1),
+        ([UpstreamTimeout("slow")], 3, False, 1),
+        ([NoCredentials("none")], 3, True, 0),
+        # the tenacity path: attempts run out, or a later attempt fails before sending
+        ([UpstreamUnavailable("reset")], 2, True, 2),
+        ([UpstreamTimeout("slow"), UpstreamUnavailable("reset")], 4, True, 4),
+        ([UpstreamUnavailable("reset"), NoCredentials("expired")], 3, True, 1),
+        ([answer(503), UpstreamTimeout("slow"), NoCredentials("expired")], 3, True, 2),
+    ],
+    ids=[
+        "fast-connection",
+        "fast-not-replayable",
+        "fast-before-send",
+        "limit-2",
+        "limit-4",
+        "second-before-send",
+        "third-before-send",
+    ],
+)
+async def test_every_raise_carries_the_attempts_that_were_sent(
+    steps: list[Step], limit: int, replayable: bool, expected: int
+) -> None:
+    h = Harness(RetryConfig(max_attempts=limit))
+    send = ScriptedSend(h.clock, steps)
+    with pytest.raises(ProxyError) as raised:
+        await h.runner.run(EC2_DESCRIBE, send, replayable=replayable)
+    assert raised.value.attempts == expected
+    counted = sum(
+        h.attempts("ec2", "DescribeInstances", outcome)
+        for outcome in ("connection", "timeout", "error", "success")
+    )
+    assert counted == expected  # the header agrees with upstream_attempts_total
+
+
+async def test_exhausted_quota_raise_carries_the_attempts() -> None:
+    h = Harness(RetryConfig(quota=14))
+    send = ScriptedSend(h.clock, [UpstreamUnavailable("reset")])
+    with pytest.raises(UpstreamUnavailable) as raised:
+        await h.runner.run(EC2_DESCRIBE, send, replayable=True)
+    # one retry (14 tokens) fits, the next does not
+    assert raised.value.attempts == 2
+    assert h.value("throttle_proxy_retry_quota_exhausted_total", service="ec2") == 1
 
 
 async def test_empty_quota_returns_the_error_at_once() -> None:

@@ -1,0 +1,187 @@
+"""Edges of the request path through a real proxy process: 100-continue, deadlines, broken
+bodies either way, retries that wait for a token."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.polling import eventually
+from tests.servers import ProxyProcess, proxy_process
+
+EC2 = "ec2.us-east-1.amazonaws.com"
+S3 = "s3.us-east-1.amazonaws.com"
+
+
+class RawUpstream:
+    """A loopback upstream whose answer bytes each test sets; counts requests."""
+
+    def __init__(self) -> None:
+        self.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        self.delay = 0.0
+        self.requests = 0
+        self.arrivals: list[float] = []
+        self.server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        await reader.readexactly(int(line.split(b":", 1)[1]))
+                self.requests += 1
+                self.arrivals.append(time.monotonic())
+                await asyncio.sleep(self.delay)
+                writer.write(self.answer)
+                await writer.drain()
+                if b"Connection: close" in self.answer:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RawUpstream]:
+    raw = RawUpstream()
+    raw.server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    yield raw
+    raw.server.close()
+    await raw.server.wait_closed()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, upstream: RawUpstream) -> Iterator[ProxyProcess]:
+    config = {
+        "routes": [
+            {"host": EC2, "upstream": upstream.url},
+            {"host": S3, "upstream": upstream.url},
+        ],
+        "retry": {"max_attempts": 3, "base_delay": "1ms", "max_total_time": "1s"},
+        "limits": [
+            {
+                "name": "one-per-200ms",
+                "service": "ec2",
+                "operations": ["DescribeVpcs"],
+                "rate": 5,
+                "burst": 1,
+            }
+        ],
+        "upstream": {"read_timeout": "5s"},
+    }
+    with proxy_process(tmp_path, config) as handle:
+        yield handle
+
+
+async def _exchange(port: int, payload: bytes, reads: int = 1) -> list[bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    got: list[bytes] = []
+    try:
+        writer.write(payload)
+        await writer.drain()
+        for _ in range(reads):
+            got.append(await asyncio.wait_for(reader.read(65536), 5))
+    finally:
+        writer.close()
+    return got
+
+
+async def test_expect_100_continue_is_answered_before_the_body(proxy: ProxyProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(
+            f"PUT /bucket/key HTTP/1.1\r\nHost: {S3}\r\nContent-Length: 5\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.5)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(b"hello")
+        final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert final.startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()
+
+
+async def test_max_total_time_bounds_an_attempt_in_flight(
+    proxy: ProxyProcess, upstream: RawUpstream
+) -> None:
+    upstream.delay = 3.0
+    started = time.monotonic()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{proxy.url}/?Action=DescribeInstances", headers={"Host": EC2}) as answer,
+    ):
+        assert answer.status == 504
+        assert answer.headers["x-throttle-proxy-error"] == "upstream-timeout"
+    assert time.monotonic() - started < 2.5
+
+
+async def test_retries_wait_for_a_rate_limit_token(
+    proxy: ProxyProcess, upstream: RawUpstream
+) -> None:
+    upstream.answer = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{proxy.url}/?Action=DescribeVpcs", headers={"Host": EC2}) as answer,
+    ):
+        assert answer.status == 500
+        assert answer.headers["x-throttle-proxy-attempts"] == "3"
+    gaps = [b - a for a, b in zip(upstream.arrivals, upstream.arrivals[1:], strict=False)]
+    # Rate 5/s, burst 1: every retry waited about 200 ms for its token.
+    assert len(gaps) == 2
+    assert all(gap > 0.15 for gap in gaps), gaps
+
+
+async def test_client_gone_mid_body_is_logged_and_others_are_served(
+    proxy: ProxyProcess,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(
+            f"POST / HTTP/1.1\r\nHost: {EC2}\r\nContent-Length: 100\r\n\r\nAction=X".encode()
+        )
+        await writer.drain()
+        writer.write_eof()  # 8 of 100 bytes, then gone
+        assert await asyncio.wait_for(reader.read(65536), 5) == b""
+    finally:
+        writer.close()
+    assert await eventually(lambda: '"error": "client-closed"' in proxy.log_text(), 3)
+    assert '"status": 499' in proxy.log_text()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{proxy.url}/?Action=DescribeInstances", headers={"Host": EC2}) as answer,
+    ):
+        assert answer.status == 200
+
+
+async def test_upstream_dying_mid_body_cuts_the_client_and_is_logged(
+    proxy: ProxyProcess, upstream: RawUpstream
+) -> None:
+    body_start = b"x" * 70_000
+    upstream.answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n" + body_start
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{proxy.url}/b/k", headers={"Host": S3}) as answer:
+            assert answer.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await answer.read()
+        # The proxy keeps serving others.
+        upstream.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        async with session.get(f"{proxy.url}/b/k", headers={"Host": S3}) as answer:
+            assert (answer.status, await answer.read()) == (200, b"ok")
+    assert await eventually(lambda: "upstream-body-failed" in proxy.log_text(), 3)
+    assert "Traceback" not in proxy.log_text()

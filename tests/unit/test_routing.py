@@ -1,0 +1,171 @@
+"""The three ways in, the allow-list and the signing scope, as pure routing decisions."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.config import ConfigError, parse_config
+from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
+from proxy.http1 import Origin
+from proxy.routing import Router, host_matches, split_host_port
+
+EC2 = "ec2.us-east-1.amazonaws.com"
+
+
+def router(**config: object) -> Router:
+    return Router(parse_config(config))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "expected"),
+    [
+        ("*.amazonaws.com", "ec2.us-east-1.amazonaws.com", True),
+        ("*.amazonaws.com", "amazonaws.com", False),
+        ("*.amazonaws.com", "evilamazonaws.com", False),
+        ("*.amazonaws.com", "amazonaws.com.evil.org", False),
+        ("ec2.us-east-1.amazonaws.com", "ec2.us-east-1.amazonaws.com", True),
+        ("ec2.us-east-1.amazonaws.com", "ec2.us-east-2.amazonaws.com", False),
+        ("ec2.*.amazonaws.com", "ec2.eu-west-1.amazonaws.com", True),
+        ("ec2.*.amazonaws.com", "ec2.a.b.amazonaws.com", False),
+        ("*", "anything.example", True),
+    ],
+)
+def test_host_patterns_match_on_label_boundaries(pattern: str, host: str, expected: bool) -> None:
+    assert host_matches(pattern, host) is expected
+
+
+@pytest.mark.parametrize(
+    ("authority", "expected"),
+    [
+        ("EC2.us-east-1.amazonaws.com.", ("ec2.us-east-1.amazonaws.com", None)),
+        ("localhost:8080", ("localhost", 8080)),
+        ("[::1]:9000", ("::1", 9000)),
+    ],
+)
+def test_split_host_port(authority: str, expected: tuple[str, int | None]) -> None:
+    assert split_host_port(authority) == expected
+
+
+@pytest.mark.parametrize("authority", ["host:99999", "host:x", "", "a b", "[::1"])
+def test_malformed_hosts_are_bad_requests(authority: str) -> None:
+    with pytest.raises(BadRequest):
+        split_host_port(authority)
+
+
+def test_host_header_way_goes_https_to_the_named_host() -> None:
+    target = router().resolve("GET", "/?Action=DescribeInstances", EC2)
+    assert target.origin == Origin("https", EC2, 443)
+    assert target.host_header == EC2
+    assert (target.path, target.query) == ("/", "Action=DescribeInstances")
+    assert (target.endpoint.service, target.endpoint.region) == ("ec2", "us-east-1")
+
+
+def test_forward_proxy_absolute_form_keeps_raw_path_and_query() -> None:
+    target = router().resolve("GET", "http://s3.us-west-2.amazonaws.com/b/a%2Fb//c?x=1+2&y", None)
+    assert target.origin == Origin("https", "s3.us-west-2.amazonaws.com", 443)
+    assert (target.path, target.query) == ("/b/a%2Fb//c", "x=1+2&y")
+    assert (target.endpoint.service, target.endpoint.region) == ("s3", "us-west-2")
+
+
+def test_host_route_connects_to_upstream_but_signs_the_aws_name() -> None:
+    target = router(routes=[{"host": EC2, "upstream": "http://127.0.0.1:5055"}]).resolve(
+        "GET", "/", EC2
+    )
+    assert target.origin == Origin("http", "127.0.0.1", 5055)
+    assert target.host_header == EC2
+    assert target.endpoint.service == "ec2"
+
+
+def test_path_prefix_route_strips_prefix_and_signs_the_upstream_host() -> None:
+    target = router(
+        routes=[
+            {
+                "path_prefix": "/ddb/",
+                "upstream": "https://dynamodb.us-west-2.amazonaws.com",
+            }
+        ]
+    ).resolve("POST", "/ddb/", "127.0.0.1:8080")
+    assert target.origin == Origin("https", "dynamodb.us-west-2.amazonaws.com", 443)
+    assert target.host_header == "dynamodb.us-west-2.amazonaws.com"
+    assert target.path == "/"
+    assert (target.endpoint.service, target.endpoint.region) == ("dynamodb", "us-west-2")
+
+
+def test_explicit_route_values_win_over_inferred_ones() -> None:
+    target = router(
+        routes=[
+            {
+                "path_prefix": "/x",
+                "upstream": "http://127.0.0.1:9",
+                "service": "sqs",
+                "region": "eu-west-1",
+            }
+        ]
+    ).resolve("GET", "/x/y", "localhost")
+    assert target.host_header == "127.0.0.1:9"
+    assert target.path == "/y"
+    assert (target.endpoint.service, target.endpoint.region) == ("sqs", "eu-west-1")
+
+
+def test_route_without_inferable_service_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.service"):
+        router(routes=[{"path_prefix": "/x", "upstream": "http://127.0.0.1:9"}])
+
+
+def test_routes_are_evaluated_before_the_allow_list_in_order() -> None:
+    routes = [
+        {"host": "*.amazonaws.com", "upstream": "http://127.0.0.1:1"},
+        {"host": EC2, "upstream": "http://127.0.0.1:2"},
+    ]
+    target = router(routes=routes, allow_hosts=[]).resolve("GET", "/", EC2)
+    assert target.origin.port == 1
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "example.com",
+        "127.0.0.1",
+        "evilamazonaws.com",
+        # Customer-controlled names under AWS domains: not API endpoints.
+        "ec2-54-1-2-3.compute-1.amazonaws.com",
+        "b.s3-website-us-east-1.amazonaws.com",
+        "zzzqqq.us-east-1.amazonaws.com",
+    ],
+)
+def test_hosts_outside_the_allow_list_or_unknown_are_refused(host: str) -> None:
+    with pytest.raises(HostNotAllowed):
+        router().resolve("GET", "/", host)
+
+
+def test_an_exact_allow_entry_admits_an_unknown_service() -> None:
+    host = "newsvc.us-east-1.amazonaws.com"
+    target = router(allow_hosts=[host]).resolve("GET", "/", host)
+    assert target.endpoint.service == "newsvc"
+
+
+def test_connect_is_refused() -> None:
+    with pytest.raises(MethodNotAllowed, match="cannot be signed"):
+        router().resolve("CONNECT", f"{EC2}:443", f"{EC2}:443")
+
+
+@pytest.mark.parametrize(
+    ("raw_target", "host"), [("/x", None), ("*", EC2), ("http://user@ec2.x/", None)]
+)
+def test_malformed_targets_are_bad_requests(raw_target: str, host: str | None) -> None:
+    with pytest.raises(BadRequest):
+        router().resolve("GET", raw_target, host)
+
+
+def test_dotted_bucket_in_virtual_host_style_goes_path_style() -> None:
+    target = router().resolve("GET", "/key%20one?x", "my.bucket.s3.us-west-2.amazonaws.com")
+    assert target.origin == Origin("https", "s3.us-west-2.amazonaws.com", 443)
+    assert target.host_header == "s3.us-west-2.amazonaws.com"
+    assert target.path == "/my.bucket/key%20one"
+    assert target.endpoint.bucket is None
+
+
+def test_plain_bucket_keeps_virtual_host_style() -> None:
+    target = router().resolve("GET", "/k", "mybucket.s3.us-west-2.amazonaws.com")
+    assert target.host_header == "mybucket.s3.us-west-2.amazonaws.com"
+    assert target.endpoint.bucket == "mybucket"
