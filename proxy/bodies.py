@@ -43,7 +43,7 @@ def declared_length(value: str | None) -> int | None:
     """The Content-Length, or None when absent; malformed values are a 400."""
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise BadRequest(f"invalid Content-Length {value[:40]!r}")
     return int(value)
 

@@ -46,7 +46,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str | None) -> Config:
-    return load_config(path) if path else Config()
+    """The config, checked as far as start-up would check it (routes compile)."""
+    from proxy.routing import Router
+
+    config = load_config(path) if path else Config()
+    try:
+        Router(config)
+    except ConfigError as error:
+        raise error.in_file(path or "<defaults>") from None
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -70,7 +78,7 @@ def _check_config(args: argparse.Namespace) -> int:
     from proxy.ratelimit import effective_rules
 
     try:
-        config = load_config(args.file)
+        config = _load(args.file)
     except ConfigError as error:
         print(error.render(), file=sys.stderr)
         return EXIT_CONFIG

@@ -148,6 +148,8 @@ def load_config(path: str | Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read: {exc.strerror or exc}", file) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"cannot read: not UTF-8 (byte {exc.start})", file) from exc
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -240,6 +242,10 @@ def _route(raw: object, path: str) -> Route:
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{path}.upstream", f"expected an http(s) URL, got {upstream!r}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ConfigError(f"{path}.upstream", f"invalid port in {upstream!r}") from None
     if parts.path not in ("", "/") or parts.query:
         raise ConfigError(f"{path}.upstream", "must be scheme://host[:port] with no path")
     return Route(

@@ -6,6 +6,7 @@ same way and every message has the same `file: path.to.key: reason` shape.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -86,6 +87,8 @@ def number(value: object, path: str, minimum: float | None = None, positive: boo
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(path, f"expected a number, got {type_name(value)}")
     result = float(value)
+    if not math.isfinite(result):
+        raise ConfigError(path, f"expected a finite number, got {value}")
     if positive and result <= 0:
         raise ConfigError(path, f"must be greater than 0, got {value}")
     if minimum is not None and result < minimum:
@@ -107,6 +110,8 @@ def duration(value: object, path: str, allow_zero: bool = True) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
         raise ConfigError(path, f"expected a duration like 5s or 250ms, got {value!r}")
+    if not math.isfinite(seconds):
+        raise ConfigError(path, f"expected a finite duration, got {value!r}")
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(path, f"must be greater than 0, got {value!r}")
     return seconds

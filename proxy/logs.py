@@ -21,14 +21,16 @@ _LEVELS["error"] = logging.ERROR
 
 # Keys whose values are never logged, whatever they hold.
 _SECRET_KEYS = re.compile(
-    r"(secret|password|passwd|token|authorization|signature|credential|x-amz-security-token)",
+    r"(secret|password|passwd|token|authorization|signature|credential|customer-key)",
     re.IGNORECASE,
 )
 # Values that look like secrets wherever they appear: SigV4 signatures, AWS session tokens and
 # `Credential=AKID/...` scopes inside an Authorization header.
 _SECRET_VALUES = re.compile(
     r"(Signature=)[0-9a-f]{64}|(Credential=)[A-Z0-9]{16,128}|"
-    r"(aws_secret_access_key\s*=\s*)\S+|(aws_session_token\s*=\s*)\S+"
+    r"(aws_secret_access_key\s*=\s*)\S+|(aws_session_token\s*=\s*)\S+|"
+    r"(X-Amz-Security-Token=)[^&\s]+|(X-Amz-Signature=)[^&\s]+",
+    re.IGNORECASE,
 )
 REDACTED = "[redacted]"
 

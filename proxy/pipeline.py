@@ -152,7 +152,6 @@ class RequestPipeline:
             if attempt > 1:
                 # A retry is a call too: it waits for a token like any other.
                 ctx.waited += await parts.limiter.acquire(op)
-            ctx.attempts = attempt
             return await self._send_once(method, target, headers, body, payload_hash, deadline)
 
         result = await parts.attempts.run(op, send, body.replayable)
@@ -234,7 +233,8 @@ class RequestPipeline:
         self, request: web.BaseRequest, error: ProxyError, ctx: RequestContext
     ) -> web.StreamResponse:
         ctx.error = error.reason
-        ctx.attempts = max(ctx.attempts, error.attempts)
+        # Attempts that reached the upstream (the retry loop counts them; refusals made none).
+        ctx.attempts = error.attempts
         protocol = ctx.operation.protocol if ctx.operation else "plain"
         answer = render_error(error, protocol, ctx.request_id)
         ctx.status = answer.status

@@ -183,8 +183,9 @@ class ProxyServer:
         """Read the config file again; on any error keep the old config. True when applied."""
         try:
             config = load_config(path)
+            router = Router(config)
         except ConfigError as error:
-            log.error("reload-failed", error=str(error), kept=self.config.source)
+            log.error("reload-failed", error=str(error.in_file(path)), kept=self.config.source)
             return False
         ignored = [
             key for key in _RESTART_ONLY if getattr(config, key) != getattr(self.config, key)
@@ -194,7 +195,7 @@ class ProxyServer:
         self.limiter.update_rules(effective_rules(config), config.limit_policy)
         self.attempts.update_config(config.retry)
         assert self.pipeline is not None
-        self.pipeline.parts = PipelineParts(config, Router(config), self.limiter, self.attempts)
+        self.pipeline.parts = PipelineParts(config, router, self.limiter, self.attempts)
         self.config = config
         log.info("reloaded", config=path, limits=len(effective_rules(config)))
         return True

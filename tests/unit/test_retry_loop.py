@@ -300,6 +300,8 @@ def test_refusals_made_before_any_attempt_report_none() -> None:
         ([UpstreamTimeout("slow"), UpstreamUnavailable("reset")], 4, True, 4),
         ([UpstreamUnavailable("reset"), NoCredentials("expired")], 3, True, 1),
         ([answer(503), UpstreamTimeout("slow"), NoCredentials("expired")], 3, True, 2),
+        # the pipeline's limiter refuses the retry inside send: it never left
+        ([answer(503), RateLimited("over", 1.0, "rule")], 3, True, 1),
     ],
     ids=[
         "fast-connection",
@@ -309,6 +311,7 @@ def test_refusals_made_before_any_attempt_report_none() -> None:
         "limit-4",
         "second-before-send",
         "third-before-send",
+        "retry-rate-limited",
     ],
 )
 async def test_every_raise_carries_the_attempts_that_were_sent(
