@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from multidict import CIMultiDictProxy
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and their common non-standard relatives: they describe
@@ -43,19 +41,17 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     return frozenset(listed)
 
 
-def _filter(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> Iterable[tuple[str, str]]:
-    extra = _connection_listed(headers) if "Connection" in headers else frozenset()
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower not in dropped and lower not in extra:
-            yield name, value
+def _filter(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> list[tuple[str, str]]:
+    if "Connection" in headers:
+        dropped = dropped | _connection_listed(headers)
+    return [(name, value) for name, value in headers.items() if name.lower() not in dropped]
 
 
 def forwardable_request_headers(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
     """The client's headers that go upstream (the signer adds host, date, hash, auth)."""
-    return list(_filter(headers, _REQUEST_DROPPED))
+    return _filter(headers, _REQUEST_DROPPED)
 
 
 def response_headers(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
     """AWS's response headers as they go back to the client (x-amzn-RequestId etc. intact)."""
-    return list(_filter(headers, _RESPONSE_DROPPED))
+    return _filter(headers, _RESPONSE_DROPPED)

@@ -69,6 +69,7 @@ class Http1Response:
         "_read_timeout",
         "_remaining",
         "headers",
+        "preloaded",
         "status",
     )
 
@@ -90,6 +91,7 @@ class Http1Response:
         self._chunked = chunked
         self._keep_alive = keep_alive
         self._read_timeout = pool.read_timeout
+        self.preloaded: bytes | None = None  # the whole body, when the pool read it already
 
     @property
     def finished(self) -> bool:
@@ -191,10 +193,13 @@ class Http1Pool:
         headers: list[tuple[str, str]],
         body: Body,
         deadline: float | None = None,
+        preload: int = 0,
     ) -> Http1Response:
         """Send one request and read the response head; the body is read through the result.
 
-        `deadline` (event-loop time) cuts the wait for the head shorter than read_timeout."""
+        `deadline` (event-loop time) cuts the wait for the head shorter than read_timeout.
+        A body with a Content-Length of at most `preload` bytes is read here too, under the
+        same timer (one timer per request instead of two), into `response.preloaded`."""
         await self._slots.acquire()
         conn: _Connection | None = None
         try:
@@ -203,6 +208,12 @@ class Http1Pool:
             until = asyncio.get_running_loop().time() + self.read_timeout
             async with asyncio.timeout_at(until if deadline is None else min(until, deadline)):
                 response = await self._read_head(conn, method)
+                remaining = response._remaining
+                if remaining is not None and not response._chunked and remaining <= preload:
+                    response.preloaded = (
+                        await conn.reader.readexactly(remaining) if remaining else b""
+                    )
+                    response._remaining = 0
         except BaseException:
             if conn is not None:
                 conn.close()

@@ -92,6 +92,8 @@ class RequestPipeline:
         self._clock = clock
         self._keys = SigningKeyCache()
         self._debug = parts.config.log_level == "debug"
+        # At warning and above the per-request line is not written: skip building it too.
+        self._log_requests = parts.config.log_level in ("debug", "info")
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -263,6 +265,8 @@ class RequestPipeline:
             self._children[key] = children
         children[0].inc()
         children[1].observe(duration)
+        if not self._log_requests:
+            return
         log.info(
             "request",
             request_id=ctx.request_id,

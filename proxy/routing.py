@@ -56,6 +56,19 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class _HostDecision:
+    """Where requests for one host go: its first host route (or len(routes) for none), and
+    the origin, Host value and signing scope, or why the host is refused."""
+
+    host_route: int
+    origin: Origin | None
+    host_value: str
+    endpoint: Endpoint | None
+    refusal: str | None = None
+    path_style_bucket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _CompiledRoute:
     """A route with everything that does not depend on the request worked out once."""
 
@@ -133,8 +146,8 @@ class Router:
         self._routes = tuple(
             _compile_route(route, index, config.region) for index, route in enumerate(config.routes)
         )
-        self._allowed = lru_cache(maxsize=4096)(self._host_allowed)
-        self._route_endpoint = lru_cache(maxsize=4096)(self._host_route_endpoint)
+        # Per-host decisions are memoised (hosts repeat; a client cannot grow this past 4096).
+        self._decide = lru_cache(maxsize=4096)(self._decide_uncached)
 
     def _host_allowed(self, host: str) -> Endpoint:
         """The endpoint of a host the allow-list lets through; HostNotAllowed otherwise."""
@@ -187,19 +200,14 @@ class Router:
             authority, raw_path = host_header, raw_target
         else:
             raise BadRequest(f"unsupported request target {raw_target[:100]!r}")
-        if "@" in authority:
-            raise BadRequest("credentials in the request target are not accepted")
-        host, port = split_host_port(authority)
         path, _, query = raw_path.partition("?")
         path = path.split("#", 1)[0] or "/"
-        for index, compiled in enumerate(self._routes):
-            route = compiled.route
-            if route.host is not None and host_matches(route.host, host):
-                endpoint = self._route_endpoint(index, host)
-                host_value = _host_value(host, port, "https")
-                return Target(compiled.origin, host_value, path, query, endpoint)
-            if route.path_prefix is not None and path.startswith(route.path_prefix):
-                stripped = path[len(route.path_prefix) :]
+        decision = self._decide(authority)
+        # Path-prefix routes listed before the host's first matching host route come first.
+        for compiled in self._routes[: decision.host_route]:
+            prefix = compiled.route.path_prefix
+            if prefix is not None and path.startswith(prefix):
+                stripped = path[len(prefix) :]
                 stripped = stripped if stripped.startswith("/") else "/" + stripped
                 assert compiled.prefix_endpoint is not None
                 return Target(
@@ -209,25 +217,51 @@ class Router:
                     query,
                     compiled.prefix_endpoint,
                 )
-        endpoint = self._allowed(host)
+        if decision.refusal is not None:
+            raise HostNotAllowed(decision.refusal)
+        assert decision.origin is not None
+        assert decision.endpoint is not None
+        if decision.path_style_bucket:
+            return Target(
+                decision.origin,
+                decision.host_value,
+                f"/{decision.path_style_bucket}{path}",
+                query,
+                decision.endpoint,
+            )
+        return Target(decision.origin, decision.host_value, path, query, decision.endpoint)
+
+    def _decide_uncached(self, authority: str) -> _HostDecision:
+        """Everything about a request that depends on its host alone (memoised per host)."""
+        if "@" in authority:
+            raise BadRequest("credentials in the request target are not accepted")
+        host, port = split_host_port(authority)
+        host_value = _host_value(host, port, "https")
+        for index, compiled in enumerate(self._routes):
+            pattern = compiled.route.host
+            if pattern is not None and host_matches(pattern, host):
+                try:
+                    endpoint = self._host_route_endpoint(index, host)
+                except HostNotAllowed as refused:
+                    return _HostDecision(index, None, host_value, None, refused.message)
+                return _HostDecision(index, compiled.origin, host_value, endpoint)
+        no_route = len(self._routes)
+        try:
+            endpoint = self._host_allowed(host)
+        except HostNotAllowed as refused:
+            return _HostDecision(no_route, None, host_value, None, refused.message)
         # Forward-proxy targets come as http:// (apps cannot sign TLS through us); AWS is HTTPS.
         if endpoint.bucket is not None and "." in endpoint.bucket:
-            return _dotted_bucket_path_style(host, path, query, endpoint)
-        origin = Origin("https", host, port or 443)
-        return Target(origin, _host_value(host, port, "https"), path, query, endpoint)
-
-
-def _dotted_bucket_path_style(host: str, path: str, query: str, endpoint: Endpoint) -> Target:
-    """S3's wildcard certificate covers one label: `my.bucket.s3.…` must go path style."""
-    bucket = endpoint.bucket or ""
-    s3_host = host[len(bucket) + 1 :]
-    return Target(
-        Origin("https", s3_host, 443),
-        s3_host,
-        f"/{bucket}{path}",
-        query,
-        replace(endpoint, bucket=None),
-    )
+            # S3's wildcard certificate covers one label: `my.bucket.s3.…` goes path style.
+            s3_host = host[len(endpoint.bucket) + 1 :]
+            return _HostDecision(
+                no_route,
+                Origin("https", s3_host, 443),
+                s3_host,
+                replace(endpoint, bucket=None),
+                path_style_bucket=endpoint.bucket,
+            )
+        return _HostDecision(no_route, Origin("https", host, port or 443), host_value, endpoint)
 
 
 def _compile_route(route: Route, index: int, region: str) -> _CompiledRoute:

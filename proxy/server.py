@@ -141,9 +141,8 @@ class ProxyServer:
         site = web.TCPSite(runner, address[0], address[1], reuse_address=True)
         await site.start()
         self._runners.append(runner)
-        server = site._server  # the asyncio server: the only way to learn a port-0 bind
-        assert isinstance(server, asyncio.base_events.Server)
-        host, port = server.sockets[0].getsockname()[:2]
+        # The bound address (port 0 picks a free port), from any event loop's server.
+        host, port = runner.addresses[0][:2]
         return str(host), int(port)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:

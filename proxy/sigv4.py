@@ -211,6 +211,23 @@ def s3_path_to_send(path: str) -> str:
 
 
 def canonical_query(query: str) -> str:
+    """The canonical query string, which is also the query string to send (see
+    `_canonical_query`); short ones, which apps repeat call after call, are memoised."""
+    if len(query) <= _MEMO_QUERY_LENGTH:
+        return _memo_canonical_query(query)
+    return _canonical_query(query)
+
+
+# Bounds the memo to 1024 entries of at most 256 characters: a client cannot grow it.
+_MEMO_QUERY_LENGTH = 256
+
+
+@lru_cache(maxsize=1024)
+def _memo_canonical_query(query: str) -> str:
+    return _canonical_query(query)
+
+
+def _canonical_query(query: str) -> str:
     """The canonical query string, which is also the query string to send.
 
     Pairs split on '&' and on the first '='; a key without '=' gets an empty value; empty

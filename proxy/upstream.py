@@ -97,13 +97,17 @@ class UpstreamClient:
         `deadline` (event-loop time) bounds the wait for the answer below read_timeout."""
         where = f"{origin.scheme}://{origin.host}:{origin.port}"
         try:
-            answer = await self._pool.request(origin, method, target, headers, body, deadline)
+            answer = await self._pool.request(
+                origin, method, target, headers, body, deadline, preload=SMALL_BODY
+            )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {where} did not answer in time") from exc
         except (OSError, Http1Error, asyncio.IncompleteReadError) as exc:
             raise UpstreamUnavailable(f"upstream {where} failed: {_describe(exc)}") from exc
-        small = answer.headers.get("Content-Length", "")
-        if answer.status < 300 and not (small.isdigit() and int(small) <= SMALL_BODY):
+        if answer.preloaded is not None:
+            answer.release()
+            return UpstreamResponse(answer.status, answer.headers, answer.preloaded, None)
+        if answer.status < 300:
             return UpstreamResponse(answer.status, answer.headers, None, answer)
         try:
             payload = await answer.read(MAX_ERROR_BODY)

@@ -83,9 +83,7 @@ async def start_fake_aws(delay: float = 0.0) -> FakeAws:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server)
-    port: int = server.sockets[0].getsockname()[1]
+    port: int = runner.addresses[0][1]
     fake = FakeAws(runner, port, delay=delay)
     return fake
 
