@@ -5,53 +5,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 import pytest
 
 from proxy.http1 import Http1Error, Http1Pool, Origin
-
-Answer = Callable[[bytes], bytes | None]  # request head -> raw answer (None: close)
-
-
-@dataclass
-class RawServer:
-    """Answers each request with whatever `answer` returns; counts connections and requests."""
-
-    answer: Answer
-    server: asyncio.base_events.Server | None = None
-    connections: int = 0
-    heads: list[bytes] = field(default_factory=list)
-    bodies: list[bytes] = field(default_factory=list)
-    close_after_each: bool = False
-
-    @property
-    def origin(self) -> Origin:
-        assert self.server is not None
-        return Origin("http", "127.0.0.1", self.server.sockets[0].getsockname()[1])
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                self.heads.append(head)
-                self.bodies.append(await reader.readexactly(length) if length else b"")
-                raw = self.answer(head)
-                if raw is None:
-                    break
-                writer.write(raw)
-                await writer.drain()
-                if self.close_after_each:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+from tests.fakes.raw_http import Answer, fixed
+from tests.fakes.raw_http import RawHttpServer as RawServer
 
 
 @pytest.fixture
@@ -59,15 +18,13 @@ async def serve() -> AsyncIterator[Callable[[Answer], Awaitable[RawServer]]]:
     servers: list[RawServer] = []
 
     async def start(answer: Answer) -> RawServer:
-        raw = RawServer(answer)
-        raw.server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+        raw = await RawServer(answer).start()
         servers.append(raw)
         return raw
 
     yield start
     for raw in servers:
-        assert raw.server is not None
-        raw.server.close()
+        await raw.close()
 
 
 @pytest.fixture
@@ -77,12 +34,6 @@ async def pool() -> AsyncIterator[Http1Pool]:
     )
     yield made
     await made.close()
-
-
-def fixed(body: bytes, status: str = "200 OK", extra: str = "") -> Answer:
-    return lambda _head: (
-        f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
-    )
 
 
 async def get(pool: Http1Pool, raw: RawServer, method: str = "GET") -> tuple[int, bytes]:

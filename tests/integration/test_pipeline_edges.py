@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.fakes.raw_http import RawHttpServer
 from tests.polling import eventually
 from tests.servers import ProxyProcess, proxy_process
 
@@ -18,48 +19,20 @@ EC2 = "ec2.us-east-1.amazonaws.com"
 S3 = "s3.us-east-1.amazonaws.com"
 
 
-class RawUpstream:
-    """A loopback upstream whose answer bytes each test sets; counts requests."""
+class RawUpstream(RawHttpServer):
+    """The upstream of these tests: answers with `reply`, which each test sets."""
 
     def __init__(self) -> None:
-        self.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-        self.delay = 0.0
-        self.requests = 0
-        self.arrivals: list[float] = []
-        self.server: asyncio.base_events.Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        await reader.readexactly(int(line.split(b":", 1)[1]))
-                self.requests += 1
-                self.arrivals.append(time.monotonic())
-                await asyncio.sleep(self.delay)
-                writer.write(self.answer)
-                await writer.drain()
-                if b"Connection: close" in self.answer:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        super().__init__(lambda _head: self.reply)
+        self.reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[RawUpstream]:
     raw = RawUpstream()
-    raw.server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    await raw.start()
     yield raw
-    raw.server.close()
-    await raw.server.wait_closed()
+    await raw.close()
 
 
 @pytest.fixture
@@ -132,7 +105,7 @@ async def test_max_total_time_bounds_an_attempt_in_flight(
 async def test_retries_wait_for_a_rate_limit_token(
     proxy: ProxyProcess, upstream: RawUpstream
 ) -> None:
-    upstream.answer = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+    upstream.reply = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"{proxy.url}/?Action=DescribeVpcs", headers={"Host": EC2}) as answer,
@@ -171,7 +144,7 @@ async def test_upstream_dying_mid_body_cuts_the_client_and_is_logged(
     proxy: ProxyProcess, upstream: RawUpstream
 ) -> None:
     body_start = b"x" * 70_000
-    upstream.answer = (
+    upstream.reply = (
         b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n" + body_start
     )
     async with aiohttp.ClientSession() as session:
@@ -180,7 +153,7 @@ async def test_upstream_dying_mid_body_cuts_the_client_and_is_logged(
             with pytest.raises(aiohttp.ClientPayloadError):
                 await answer.read()
         # The proxy keeps serving others.
-        upstream.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        upstream.reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         async with session.get(f"{proxy.url}/b/k", headers={"Host": S3}) as answer:
             assert (answer.status, await answer.read()) == (200, b"ok")
     assert await eventually(lambda: "upstream-body-failed" in proxy.log_text(), 3)
