@@ -174,13 +174,9 @@ def write_proxy_config(workdir: Path, settings: ProxySettings, name: str) -> tup
     return path, port
 
 
-# Installs uvloop's event loop policy, then runs the unchanged CLI. proxy/server.py asserts
-# that the listening server is asyncio's own Server class (to read a port-0 bind); uvloop's
-# Server has the same `sockets`, so the launcher lets that isinstance accept both.
+# Installs uvloop's event loop policy, then runs the unchanged CLI.
 _UVLOOP_LAUNCHER = """
-import asyncio.base_events, sys, uvloop
-from uvloop.loop import Server as UvloopServer
-asyncio.base_events.Server = (asyncio.base_events.Server, UvloopServer)
+import sys, uvloop
 uvloop.install()
 from proxy.cli import main
 sys.exit(main())
