@@ -353,3 +353,41 @@ async def run_cli(env: Mapping[str, str], *args: str) -> tuple[int, str, str]:
         raise
     assert child.returncode is not None
     return child.returncode, out.decode(), err.decode()
+
+
+@dataclass
+class RedisProcess:
+    """A throwaway redis-server on loopback: no persistence, killed at the end."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, 5, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+            self.process = None

@@ -5,11 +5,8 @@ multi-rule scripts run on Redis Cluster (one hash slot)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,52 +19,10 @@ from proxy.errors import RateLimited
 from proxy.metrics import Metrics
 from proxy.operations import Operation
 from proxy.ratelimit.redis_limiter import RedisRateLimiter
-from tests.servers import free_port, wait_for_port
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
+from tests.servers import RedisProcess, free_port
 
 DESCRIBE = Operation("ec2", "DescribeInstances", protocol="ec2")
 RULE = LimitRule("describe", "ec2", rate=20, burst=10, operations=("DescribeInstances",))
-
-
-@dataclass
-class RedisProcess:
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-    extra_args: tuple[str, ...] = ()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, 5, self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=5)
-            self.process = None
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisProcess]:
-    server = RedisProcess(free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def limiter(port: int, metrics: Metrics, *, fail_open: bool = True) -> RedisRateLimiter:
