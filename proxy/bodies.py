@@ -48,6 +48,15 @@ def declared_length(value: str | None) -> int | None:
     return int(value)
 
 
+def refuse_oversized(content_length: int | None, max_buffered: int, streamable: bool) -> None:
+    """413 for a declared body over max_buffered_body that cannot be streamed."""
+    if content_length is not None and content_length > max_buffered and not streamable:
+        raise PayloadTooLarge(
+            f"body of {content_length} bytes is over max_buffered_body ({max_buffered} bytes); "
+            "only S3 uploads are streamed, raise max_buffered_body for larger bodies"
+        )
+
+
 async def read_client_body(
     source: StreamReader,
     content_length: int | None,
@@ -64,12 +73,8 @@ async def read_client_body(
         data = await source.readexactly(content_length) if content_length else b""
         return ClientBody(data, len(data))
     if content_length is not None:
-        if streamable:
-            return ClientBody(None, content_length, source)
-        raise PayloadTooLarge(
-            f"body of {content_length} bytes is over max_buffered_body ({max_buffered} bytes); "
-            "only S3 uploads are streamed, raise max_buffered_body for larger bodies"
-        )
+        refuse_oversized(content_length, max_buffered, streamable)
+        return ClientBody(None, content_length, source)
     # No Content-Length: chunked transfer. Read up to the limit; past it we cannot sign
     # without knowing the length.
     chunks: list[bytes] = []

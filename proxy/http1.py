@@ -14,6 +14,7 @@ Errors leave this module as OSError/TimeoutError/Http1Error; `proxy.upstream` ma
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from multidict import CIMultiDict, CIMultiDictProxy
 
 MAX_HEAD = 64 * 1024  # status line + headers of one response
+_SWEEP_EVERY = 256  # connections returned between sweeps of the idle pool
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 READ_CHUNK = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -47,15 +50,32 @@ class _Connection:
     idle_since: float = field(default_factory=time.monotonic)
 
     def usable(self, keepalive: float) -> bool:
-        """Still open and not idle long enough for the server to drop it."""
+        """Still open, nothing unread, and not idle long enough for the server to drop it."""
         return (
             not self.reader.at_eof()
             and not self.writer.is_closing()
+            and not _buffered(self.reader)
             and time.monotonic() - self.idle_since < keepalive
         )
 
     def close(self) -> None:
         self.writer.close()
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError as exc:
+        raise Http1Error("chunk framing line too long") from exc
+    except asyncio.IncompleteReadError as exc:
+        raise Http1Error("connection closed inside the chunked framing") from exc
+
+
+def _buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes received but not read. Bytes on an idle connection (a late 408, data past the
+    end of a body) would be parsed as the next request's answer: such a connection is not
+    reused. StreamReader keeps them in `_buffer`, which it does not expose otherwise."""
+    return len(vars(reader).get("_buffer", b""))
 
 
 class Http1Response:
@@ -119,13 +139,13 @@ class Http1Response:
     async def _next_piece(self, reader: asyncio.StreamReader) -> bytes:
         if self._chunked:
             if not self._remaining:
-                size_line = await reader.readuntil(b"\r\n")
-                try:
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise Http1Error(f"bad chunk size line {size_line[:40]!r}") from None
+                size_line = await _line(reader)
+                digits = size_line.split(b";", 1)[0].strip()
+                if not _HEX.fullmatch(digits):
+                    raise Http1Error(f"bad chunk size line {size_line[:40]!r}")
+                size = int(digits, 16)
                 if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    while (await _line(reader)) != b"\r\n":
                         pass  # trailers: not forwarded
                     self._remaining = 0
                     return b""
@@ -184,6 +204,7 @@ class Http1Pool:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._max_idle = size
         self._slots = asyncio.Semaphore(size)
+        self._returns = 0
 
     async def request(
         self,
@@ -200,13 +221,20 @@ class Http1Pool:
         `deadline` (event-loop time) cuts the wait for the head shorter than read_timeout.
         A body with a Content-Length of at most `preload` bytes is read here too, under the
         same timer (one timer per request instead of two), into `response.preloaded`."""
-        await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if deadline is not None and now >= deadline:
+            raise TimeoutError("deadline passed before the request was sent")
+        # Waiting for a free slot is bounded like connecting: a pool full of slow downloads
+        # must not hold every other call forever.
+        async with asyncio.timeout_at(_earliest(now + self._connect_timeout, deadline)):
+            await self._slots.acquire()
         conn: _Connection | None = None
         try:
             conn = await self._checkout(origin)
-            await self._send(conn, method, target, headers, body)
-            until = asyncio.get_running_loop().time() + self.read_timeout
-            async with asyncio.timeout_at(until if deadline is None else min(until, deadline)):
+            await self._send(conn, method, target, headers, body, deadline)
+            until = loop.time() + self.read_timeout
+            async with asyncio.timeout_at(_earliest(until, deadline)):
                 response = await self._read_head(conn, method)
                 remaining = response._remaining
                 if remaining is not None and not response._chunked and remaining <= preload:
@@ -222,12 +250,28 @@ class Http1Pool:
         return response
 
     def put_back(self, conn: _Connection) -> None:
+        self._returns += 1
+        if self._returns % _SWEEP_EVERY == 0:
+            self._sweep()
         idle = self._idle.setdefault(conn.origin, [])
         if len(idle) >= self._max_idle:
             conn.close()
             return
         conn.idle_since = time.monotonic()
         idle.append(conn)
+
+    def _sweep(self) -> None:
+        """Close idle connections past their keep-alive and forget origins with none left
+        (forward-proxied S3 makes one origin per bucket)."""
+        for origin, idle in list(self._idle.items()):
+            kept = [conn for conn in idle if conn.usable(self._keepalive)]
+            for conn in idle:
+                if conn not in kept:
+                    conn.close()
+            if kept:
+                self._idle[origin] = kept
+            else:
+                del self._idle[origin]
 
     def slot_free(self) -> None:
         self._slots.release()
@@ -262,6 +306,7 @@ class Http1Pool:
         target: str,
         headers: list[tuple[str, str]],
         body: Body,
+        deadline: float | None,
     ) -> None:
         lines = [f"{method} {target} HTTP/1.1\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in headers)
@@ -270,18 +315,32 @@ class Http1Pool:
             payload = body or b""
             if not has_length and (payload or method in ("POST", "PUT", "PATCH")):
                 lines.append(f"Content-Length: {len(payload)}\r\n")
-            lines.append("\r\n")
-            conn.writer.write("".join(lines).encode("utf-8", "surrogateescape") + payload)
-            await conn.writer.drain()
-            return
-        if not has_length:
+        elif not has_length:
             raise ValueError("a streamed body needs a Content-Length header")
-        lines.append("\r\n")
-        conn.writer.write("".join(lines).encode("utf-8", "surrogateescape"))
-        async for piece in body:
-            conn.writer.write(piece)
-            await conn.writer.drain()
-        await conn.writer.drain()
+        head = "".join(lines)
+        if head.count("\n") != len(lines) or head.count("\r") != len(lines) or "\0" in head:
+            # Every CR and LF must be a line end we wrote: nothing upstream of here lets one
+            # through, and this refuses rather than ever injecting a header.
+            raise Http1Error("refusing to send a request line or header with CR, LF or NUL")
+        head_bytes = (head + "\r\n").encode("utf-8", "surrogateescape")
+        loop = asyncio.get_running_loop()
+        if isinstance(body, bytes | None):
+            conn.writer.write(head_bytes + (body or b""))
+            async with asyncio.timeout_at(_earliest(loop.time() + self.read_timeout, deadline)):
+                await conn.writer.drain()
+            return
+        conn.writer.write(head_bytes)
+        pieces = aiter(body)
+        while True:
+            # Each piece (read from the client, then written upstream) within the read timeout:
+            # a stalled client or an upstream that stops reading frees the slot.
+            async with asyncio.timeout(self.read_timeout):
+                try:
+                    piece = await anext(pieces)
+                except StopAsyncIteration:
+                    break
+                conn.writer.write(piece)
+                await conn.writer.drain()
 
     async def _read_head(self, conn: _Connection, method: str) -> Http1Response:
         while True:
@@ -303,7 +362,7 @@ class Http1Pool:
         elif chunked:
             remaining = None
         elif (length := headers.get("Content-Length")) is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 raise Http1Error(f"bad Content-Length {length[:40]!r}")
             remaining = int(length)
         else:
@@ -311,11 +370,16 @@ class Http1Pool:
         return Http1Response(self, conn, status, headers, remaining, chunked, keep_alive)
 
 
+def _earliest(when: float, deadline: float | None) -> float:
+    return when if deadline is None else min(when, deadline)
+
+
 def _parse_head(head: bytes) -> tuple[int, str, CIMultiDictProxy[str]]:
     text = head.decode("utf-8", "surrogateescape")
     status_line, _, rest = text.partition("\r\n")
     parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    status = parts[1] if len(parts) > 1 else ""
+    if not parts[0].startswith("HTTP/1.") or len(status) != 3 or not status.isascii():
         raise Http1Error(f"bad status line {status_line[:60]!r}")
     headers: CIMultiDict[str] = CIMultiDict()
     for line in rest.split("\r\n"):
@@ -325,4 +389,6 @@ def _parse_head(head: bytes) -> tuple[int, str, CIMultiDictProxy[str]]:
         if not sep or not name or name != name.strip():
             raise Http1Error(f"bad header line {line[:60]!r}")
         headers.add(name, value.strip())
-    return int(parts[1]), parts[0][5:], CIMultiDictProxy(headers)
+    if not status.isdigit():
+        raise Http1Error(f"bad status line {status_line[:60]!r}")
+    return int(status), parts[0][5:], CIMultiDictProxy(headers)

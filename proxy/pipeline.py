@@ -18,11 +18,17 @@ from multidict import CIMultiDictProxy
 from prometheus_client import Counter, Histogram
 
 from proxy.aws_errors import render_error
-from proxy.bodies import ClientBody, declared_length, read_client_body, sha256_hex
+from proxy.bodies import (
+    ClientBody,
+    declared_length,
+    read_client_body,
+    refuse_oversized,
+    sha256_hex,
+)
 from proxy.clock import Clock
 from proxy.config import Config
 from proxy.credentials.base import CredentialSource
-from proxy.errors import BadRequest, ProxyError
+from proxy.errors import BadRequest, PayloadTooLarge, ProxyError
 from proxy.headers import forwardable_request_headers, response_headers
 from proxy.logs import get_logger
 from proxy.metrics import Metrics, status_class
@@ -131,11 +137,14 @@ class RequestPipeline:
         method = request.method
         target = parts.router.resolve(method, request.raw_path, request.headers.get("Host"))
         ctx.target = target
-        await _answer_expect(request)
         streamable = target.endpoint.service in _S3_SERVICES and method in ("PUT", "POST")
+        length = declared_length(request.headers.get("Content-Length"))
+        # Refuse an oversized body before inviting it with 100 Continue.
+        refuse_oversized(length, config.max_buffered_body, streamable)
+        await _answer_expect(request)
         body = await read_client_body(
             request.content,
-            declared_length(request.headers.get("Content-Length")),
+            length,
             config.max_buffered_body,
             streamable,
             has_body=request.body_exists,
@@ -154,7 +163,9 @@ class RequestPipeline:
             if attempt > 1:
                 # A retry is a call too: it waits for a token like any other.
                 ctx.waited += await parts.limiter.acquire(op)
-            return await self._send_once(method, target, headers, body, payload_hash, deadline)
+            return await self._send_once(
+                parts, method, target, headers, body, payload_hash, deadline
+            )
 
         result = await parts.attempts.run(op, send, body.replayable)
         ctx.attempts = result.attempts
@@ -162,6 +173,7 @@ class RequestPipeline:
 
     async def _send_once(
         self,
+        parts: PipelineParts,
         method: str,
         target: Target,
         headers: list[tuple[str, str]],
@@ -189,7 +201,7 @@ class RequestPipeline:
             creds=creds,
             now=now,
             keys=self._keys,
-            unsigned_over_https=self.parts.config.unsigned_payload,
+            unsigned_over_https=parts.config.unsigned_payload,
         )
         return await self._upstream.send(
             method,
@@ -226,6 +238,14 @@ class RequestPipeline:
                     log.warning("upstream-body-failed", error=error.message)
                     response.force_close()
                     return response
+                except (asyncio.CancelledError, ConnectionError):
+                    raise  # the client went away: handle() records it
+                except Exception:
+                    # Never a second response into a started one: log, cut, move on.
+                    ctx.error = "internal-error"
+                    log.exception("stream-back-failed", request_id=ctx.request_id)
+                    response.force_close()
+                    return response
             await response.write_eof()
             return response
         finally:
@@ -244,8 +264,8 @@ class RequestPipeline:
         response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
         if ctx.attempts:
             response.headers[ATTEMPTS_HEADER] = str(ctx.attempts)
-        if isinstance(error, BadRequest) or request.method == "CONNECT":
-            # The connection may hold unread garbage; do not reuse it.
+        if isinstance(error, BadRequest | PayloadTooLarge) or request.method == "CONNECT":
+            # The connection may hold unread garbage (or a body we refused); do not reuse it.
             response.force_close()
         return response
 

@@ -261,7 +261,10 @@ class Router:
                 replace(endpoint, bucket=None),
                 path_style_bucket=endpoint.bucket,
             )
-        return _HostDecision(no_route, Origin("https", host, port or 443), host_value, endpoint)
+        if port in (None, 80):
+            # `http://ec2…:80/` from an HTTP_PROXY client means the service, which is HTTPS.
+            port, host_value = 443, _host_value(host, None, "https")
+        return _HostDecision(no_route, Origin("https", host, port), host_value, endpoint)
 
 
 def _compile_route(route: Route, index: int, region: str) -> _CompiledRoute:

@@ -8,6 +8,7 @@ like `/metrics`, is proxied). The admin listener, on its own port, serves /healt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +39,6 @@ _RESTART_ONLY = (
     "credentials",
     "max_header_size",
     "log_level",
-    "region",
 )
 
 
@@ -191,6 +191,9 @@ class ProxyServer:
         ]
         if ignored:
             log.warning("reload-ignores", keys=ignored, detail="these change on restart only")
+            # Keep what is really in force, so `self.config` never claims otherwise.
+            config = dataclasses.replace(config, **{k: getattr(self.config, k) for k in ignored})
+            router = Router(config)
         self.limiter.update_rules(effective_rules(config), config.limit_policy)
         self.attempts.update_config(config.retry)
         assert self.pipeline is not None

@@ -214,3 +214,101 @@ async def test_in_flight_requests_are_capped_by_the_pool_size(
         await each.read(10)
         each.release()
     await small.close()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"-1\r\nx\r\n0\r\n\r\n",  # negative size
+        b"0x5\r\nhello\r\n0\r\n\r\n",  # not plain hex
+        b"5;" + b"e" * 70_000 + b"\r\nhello\r\n0\r\n\r\n",  # framing line over the limit
+    ],
+)
+async def test_bad_chunk_framing_raises_http1_error(
+    serve: Callable[[Answer], Awaitable[RawServer]], pool: Http1Pool, framing: bytes
+) -> None:
+    raw = await serve(lambda _h: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framing)
+    answer = await pool.request(raw.origin, "GET", "/", [("Host", "h")], None)
+    with pytest.raises(Http1Error):
+        await answer.read(1 << 20)
+    answer.release()
+
+
+async def test_non_ascii_status_digits_raise_http1_error(
+    serve: Callable[[Answer], Awaitable[RawServer]], pool: Http1Pool
+) -> None:
+    raw = await serve(lambda _h: "HTTP/1.1 2²0 OK\r\nContent-Length: 0\r\n\r\n".encode())
+    with pytest.raises(Http1Error):
+        await get(pool, raw)
+
+
+async def test_bytes_arriving_on_an_idle_connection_retire_it(
+    serve: Callable[[Answer], Awaitable[RawServer]], pool: Http1Pool
+) -> None:
+    # The answer carries a stray late answer after the body, as a server's idle-timeout 408.
+    late = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    raw = await serve(lambda _h: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + late)
+    assert await get(pool, raw) == (200, b"ok")
+    await asyncio.sleep(0.05)
+    # The stray bytes are never read as the next answer: a fresh connection is used.
+    assert await get(pool, raw) == (200, b"ok")
+    assert raw.connections == 2
+
+
+async def test_sending_to_an_upstream_that_never_reads_times_out(pool: Http1Pool) -> None:
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.sleep(5)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    origin = Origin("http", "127.0.0.1", server.sockets[0].getsockname()[1])
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await pool.request(origin, "PUT", "/", [("Host", "h")], b"x" * (64 << 20))
+    assert asyncio.get_running_loop().time() - started < 2
+    server.close()
+    await server.wait_closed()
+
+
+async def test_waiting_for_a_pool_slot_ends_at_the_deadline(
+    serve: Callable[[Answer], Awaitable[RawServer]],
+) -> None:
+    raw = await serve(fixed(b"ok"))
+    one = Http1Pool(
+        size=1, connect_timeout=5.0, read_timeout=5.0, ssl_context=ssl.create_default_context()
+    )
+    held = await one.request(raw.origin, "GET", "/", [("Host", "h")], None)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(TimeoutError):
+        await one.request(raw.origin, "GET", "/", [("Host", "h")], None, loop.time() + 0.2)
+    held.release()
+    await one.close()
+
+
+async def test_a_request_past_its_deadline_is_not_sent(
+    serve: Callable[[Answer], Awaitable[RawServer]], pool: Http1Pool
+) -> None:
+    raw = await serve(fixed(b"ok"))
+    past = asyncio.get_running_loop().time() - 1
+    with pytest.raises(TimeoutError):
+        await pool.request(raw.origin, "POST", "/", [("Host", "h")], b"x", past)
+    await asyncio.sleep(0.05)
+    assert raw.heads == []
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [("/a\r\nX-Evil: 1", [("Host", "h")]), ("/", [("Host", "h"), ("X-A", "v\r\nX-Evil: 1")])],
+)
+async def test_cr_lf_never_reaches_the_wire(
+    serve: Callable[[Answer], Awaitable[RawServer]],
+    pool: Http1Pool,
+    target: str,
+    headers: list[tuple[str, str]],
+) -> None:
+    raw = await serve(fixed(b"ok"))
+    with pytest.raises(Http1Error, match="CR, LF"):
+        await pool.request(raw.origin, "GET", target, headers, None)
+    assert raw.heads == []

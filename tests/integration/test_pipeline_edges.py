@@ -158,3 +158,38 @@ async def test_upstream_dying_mid_body_cuts_the_client_and_is_logged(
             assert (answer.status, await answer.read()) == (200, b"ok")
     assert await eventually(lambda: "upstream-body-failed" in proxy.log_text(), 3)
     assert "Traceback" not in proxy.log_text()
+
+
+async def test_an_oversized_body_is_refused_before_100_continue(proxy: ProxyProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(
+            f"POST / HTTP/1.1\r\nHost: {EC2}\r\nContent-Length: 100000000\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    assert first.startswith(b"HTTP/1.1 413"), first[:60]
+
+
+async def test_broken_chunked_framing_mid_answer_cuts_without_a_second_response(
+    proxy: ProxyProcess, upstream: RawUpstream
+) -> None:
+    upstream.reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5\r\nhello\r\n5;" + b"e" * 70_000 + b"\r\nworld\r\n0\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(f"GET /b/k HTTP/1.1\r\nHost: {S3}\r\n\r\n".encode())
+        await writer.drain()
+        received = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), 5):
+            received += chunk
+    finally:
+        writer.close()
+    assert received.startswith(b"HTTP/1.1 200")
+    assert received.count(b"HTTP/1.1 ") == 1, received[-300:]
+    assert await eventually(lambda: "upstream-body-failed" in proxy.log_text(), 3)

@@ -169,3 +169,9 @@ def test_plain_bucket_keeps_virtual_host_style() -> None:
     target = router().resolve("GET", "/k", "mybucket.s3.us-west-2.amazonaws.com")
     assert target.host_header == "mybucket.s3.us-west-2.amazonaws.com"
     assert target.endpoint.bucket == "mybucket"
+
+
+def test_forward_proxy_port_80_means_the_https_service() -> None:
+    target = router().resolve("GET", f"http://{EC2}:80/?Action=X", None)
+    assert target.origin == Origin("https", EC2, 443)
+    assert target.host_header == EC2
