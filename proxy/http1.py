@@ -227,8 +227,11 @@ class Http1Pool:
             raise TimeoutError("deadline passed before the request was sent")
         # Waiting for a free slot is bounded like connecting: a pool full of slow downloads
         # must not hold every other call forever.
-        async with asyncio.timeout_at(_earliest(now + self._connect_timeout, deadline)):
-            await self._slots.acquire()
+        if self._slots.locked():
+            async with asyncio.timeout_at(_earliest(now + self._connect_timeout, deadline)):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()  # free: returns at once, no timer needed
         conn: _Connection | None = None
         try:
             conn = await self._checkout(origin)
@@ -326,8 +329,11 @@ class Http1Pool:
         loop = asyncio.get_running_loop()
         if isinstance(body, bytes | None):
             conn.writer.write(head_bytes + (body or b""))
-            async with asyncio.timeout_at(_earliest(loop.time() + self.read_timeout, deadline)):
-                await conn.writer.drain()
+            if conn.writer.transport.get_write_buffer_size():
+                # Only when the kernel did not take it all at once is there anything to wait for.
+                until = _earliest(loop.time() + self.read_timeout, deadline)
+                async with asyncio.timeout_at(until):
+                    await conn.writer.drain()
             return
         conn.writer.write(head_bytes)
         pieces = aiter(body)
