@@ -52,17 +52,75 @@ def test_aws_cli_sts_through_http_proxy(moto_stack: MotoStack, tmp_path: Path) -
     assert json.loads(done.stdout)["Arn"] == "arn:aws:iam::123456789012:user/proxy-tester"
 
 
-def test_aws_cli_ec2_through_http_proxy(moto_stack: MotoStack, tmp_path: Path) -> None:
-    done = _cli(
-        moto_stack,
-        tmp_path,
-        "--endpoint-url",
-        "http://ec2.us-east-1.amazonaws.com",
-        "ec2",
-        "describe-instances",
-    )
+def _ok(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
     assert done.returncode == 0, done.stderr
-    assert "Reservations" in json.loads(done.stdout)
+    answer: dict[str, object] = json.loads(done.stdout) if done.stdout.strip() else {}
+    return answer
+
+
+def _endpoint(service: str) -> list[str]:
+    return ["--endpoint-url", f"http://{service}.us-east-1.amazonaws.com"]
+
+
+def test_aws_cli_ec2_through_http_proxy(moto_stack: MotoStack, tmp_path: Path) -> None:
+    def ec2(*args: str) -> dict[str, object]:
+        return _ok(_cli(moto_stack, tmp_path, *_endpoint("ec2"), "ec2", *args))
+
+    images = ec2("describe-images", "--owners", "amazon")["Images"]
+    assert isinstance(images, list)
+    run = ec2("run-instances", "--image-id", images[0]["ImageId"], "--count", "1")
+    instances = run["Instances"]
+    assert isinstance(instances, list)
+    started = instances[0]["InstanceId"]
+    found = ec2("describe-instances", "--instance-ids", started)["Reservations"]
+    assert isinstance(found, list)
+    assert [i["InstanceId"] for r in found for i in r["Instances"]] == [started]
+
+
+def test_aws_cli_s3_object_round_trip(moto_stack: MotoStack, tmp_path: Path) -> None:
+    def s3api(*args: str) -> dict[str, object]:
+        return _ok(_cli(moto_stack, tmp_path, *_endpoint("s3"), "s3api", *args))
+
+    key = "cli dir/ünï+k=v~%.txt"
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"payload through the aws cli\n" * 100)
+    s3api("create-bucket", "--bucket", "cli-bucket")
+    s3api("put-object", "--bucket", "cli-bucket", "--key", key, "--body", str(body))
+    listed = s3api("list-objects-v2", "--bucket", "cli-bucket")["Contents"]
+    assert isinstance(listed, list)
+    assert [o["Key"] for o in listed] == [key]
+    fetched = tmp_path / "fetched.bin"
+    s3api("get-object", "--bucket", "cli-bucket", "--key", key, str(fetched))
+    assert fetched.read_bytes() == body.read_bytes()
+    s3api("delete-object", "--bucket", "cli-bucket", "--key", key)
+    assert "Contents" not in s3api("list-objects-v2", "--bucket", "cli-bucket")
+
+
+def test_aws_cli_dynamodb_and_sqs(moto_stack: MotoStack, tmp_path: Path) -> None:
+    def call(service: str, *args: str) -> dict[str, object]:
+        return _ok(_cli(moto_stack, tmp_path, *_endpoint(service), service, *args))
+
+    call(
+        "dynamodb",
+        "create-table",
+        "--table-name",
+        "cli-table",
+        "--attribute-definitions",
+        "AttributeName=pk,AttributeType=S",
+        "--key-schema",
+        "AttributeName=pk,KeyType=HASH",
+        "--billing-mode",
+        "PAY_PER_REQUEST",
+    )
+    call("dynamodb", "put-item", "--table-name", "cli-table", "--item", '{"pk": {"S": "a"}}')
+    item = call("dynamodb", "get-item", "--table-name", "cli-table", "--key", '{"pk": {"S": "a"}}')
+    assert item["Item"] == {"pk": {"S": "a"}}
+    url = call("sqs", "create-queue", "--queue-name", "cli-queue")["QueueUrl"]
+    assert isinstance(url, str)
+    call("sqs", "send-message", "--queue-url", url, "--message-body", "hello & <cli>")
+    received = call("sqs", "receive-message", "--queue-url", url)["Messages"]
+    assert isinstance(received, list)
+    assert [m["Body"] for m in received] == ["hello & <cli>"]
 
 
 @pytest.fixture(scope="module")
