@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from proxy.ratelimit import effective_rules
+    from proxy.ratelimit import describe_rules, effective_rules
 
     try:
         config = _load(args.file)
@@ -83,10 +83,7 @@ def _check_config(args: argparse.Namespace) -> int:
         print(error.render(), file=sys.stderr)
         return EXIT_CONFIG
     report = summary(config)
-    report["limits"] = [
-        {k: v for k, v in dataclasses.asdict(rule).items() if v not in ((), None)}
-        for rule in effective_rules(config)
-    ]
+    report["limits"] = describe_rules(effective_rules(config))
     print(f"{args.file}: ok")
     print(yaml.safe_dump(report, sort_keys=False, allow_unicode=True), end="")
     return 0

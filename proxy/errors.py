@@ -9,8 +9,7 @@ ProxyError
  ├── MfaRequired             503 mfa-required
  ├── RateLimited             (service's own throttle) rate-limited
  ├── UpstreamUnavailable     502 upstream-unavailable (connect/reset)
- ├── UpstreamTimeout         504 upstream-timeout
- └── ShuttingDown            503 shutting-down
+ └── UpstreamTimeout         504 upstream-timeout
 CredentialError is separate: a provider's own failure, turned into NoCredentials by the chain.
 """
 
@@ -80,11 +79,6 @@ class UpstreamUnavailable(ProxyError):
 class UpstreamTimeout(ProxyError):
     status = 504
     reason = "upstream-timeout"
-
-
-class ShuttingDown(ProxyError):
-    status = 503
-    reason = "shutting-down"
 
 
 class CredentialError(Exception):

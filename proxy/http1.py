@@ -113,10 +113,6 @@ class Http1Response:
         self._read_timeout = pool.read_timeout
         self.preloaded: bytes | None = None  # the whole body, when the pool read it already
 
-    @property
-    def finished(self) -> bool:
-        return self._remaining == 0
-
     async def read(self, limit: int) -> bytes:
         """The whole body; Http1Error when it passes `limit` bytes."""
         parts: list[bytes] = []

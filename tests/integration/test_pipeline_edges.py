@@ -58,19 +58,6 @@ def proxy(tmp_path: Path, upstream: RawUpstream) -> Iterator[ProxyProcess]:
         yield handle
 
 
-async def _exchange(port: int, payload: bytes, reads: int = 1) -> list[bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    got: list[bytes] = []
-    try:
-        writer.write(payload)
-        await writer.drain()
-        for _ in range(reads):
-            got.append(await asyncio.wait_for(reader.read(65536), 5))
-    finally:
-        writer.close()
-    return got
-
-
 async def test_expect_100_continue_is_answered_before_the_body(proxy: ProxyProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     try:

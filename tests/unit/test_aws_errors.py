@@ -21,7 +21,6 @@ from proxy.errors import (
     PayloadTooLarge,
     ProxyError,
     RateLimited,
-    ShuttingDown,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -49,7 +48,6 @@ REFUSALS: list[tuple[ProxyError, int, str]] = [
     (MfaRequired("mfa"), 503, "MfaRequired"),
     (UpstreamUnavailable("reset"), 502, "UpstreamUnavailable"),
     (UpstreamTimeout("slow"), 504, "UpstreamTimeout"),
-    (ShuttingDown("bye"), 503, "ShuttingDown"),
 ]
 
 
