@@ -38,12 +38,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.fake_upstream import FakeUpstream, start_fake_upstream
-from proxy.clock import FakeClock, SystemClock
-from proxy.config import LimitPolicy, LimitRule
+from proxy.aws.operations import Operation
+from proxy.clock import SystemClock
+from proxy.config.model import LimitPolicy, LimitRule
 from proxy.errors import RateLimited
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.observability.metrics import Metrics
 from proxy.ratelimit import LocalRateLimiter
+from tests.fakes.clock import FakeClock
 
 EC2 = "ec2.us-east-1.amazonaws.com"
 RATE, BURST = 100.0, 100.0

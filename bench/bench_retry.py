@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from proxy.config import parse_config
+from proxy.app.server import ProxyServer
+from proxy.config.model import parse_config
 from proxy.credentials.base import Credentials
-from proxy.logs import configure_logging
-from proxy.server import ProxyServer
+from proxy.observability.logs import configure_logging
 
 EC2_HOST = "ec2.us-east-1.amazonaws.com"
 FORM = b"Action=DescribeInstances&Version=2016-11-15"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 try:
     from proxy.credentials.base import Credentials
-    from proxy.sigv4 import SigningInput, SigningKeyCache, sign
+    from proxy.signing.sigv4 import SigningInput, SigningKeyCache, sign
 except ModuleNotFoundError:  # a checkout without `pip install -e .`: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from proxy.credentials.base import Credentials
-    from proxy.sigv4 import SigningInput, SigningKeyCache, sign
+    from proxy.signing.sigv4 import SigningInput, SigningKeyCache, sign
 
 CREDS = Credentials(
     "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", session_token="FwoGZXIvYXdzEXAMPLE"

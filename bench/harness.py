@@ -178,7 +178,7 @@ def write_proxy_config(workdir: Path, settings: ProxySettings, name: str) -> tup
 _UVLOOP_LAUNCHER = """
 import sys, uvloop
 uvloop.install()
-from proxy.cli import main
+from proxy.cli.main import main
 sys.exit(main())
 """
 

@@ -1,4 +1,4 @@
-"""Generate proxy/data/services.json from the installed botocore's service models.
+"""Generate proxy/aws/data/services.json from the installed botocore's service models.
 
 Run from the repository root after upgrading botocore:
 

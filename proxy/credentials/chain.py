@@ -13,7 +13,7 @@ from typing import Protocol
 import aiohttp
 
 from proxy.clock import Clock
-from proxy.config import CredentialsConfig
+from proxy.config.model import CredentialsConfig
 from proxy.credentials.assume_role import AssumeRoleProvider, has_static_keys
 from proxy.credentials.base import CredentialProvider, Credentials
 from proxy.credentials.container import ContainerProvider

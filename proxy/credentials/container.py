@@ -21,7 +21,7 @@ from proxy.clock import Clock
 from proxy.credentials.base import Credentials
 from proxy.credentials.timestamps import parse_expiration
 from proxy.errors import CredentialError
-from proxy.upstream import read_capped
+from proxy.upstream.client import read_capped
 
 RELATIVE_URI_VAR = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
 FULL_URI_VAR = "AWS_CONTAINER_CREDENTIALS_FULL_URI"

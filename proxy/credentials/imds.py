@@ -22,7 +22,7 @@ from proxy.clock import Clock
 from proxy.credentials.base import Credentials
 from proxy.credentials.timestamps import format_expiration, parse_expiration
 from proxy.errors import CredentialError
-from proxy.upstream import read_capped
+from proxy.upstream.client import read_capped
 
 DISABLED_VAR = "AWS_EC2_METADATA_DISABLED"
 V1_DISABLED_VAR = "AWS_EC2_METADATA_V1_DISABLED"

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.clock import Clock
-from proxy.config import Config
+from proxy.config.model import Config
 from proxy.credentials.base import Credentials
 from proxy.credentials.chain import build_chain
 from proxy.credentials.profiles import (

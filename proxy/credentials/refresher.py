@@ -19,12 +19,12 @@ from typing import Protocol, runtime_checkable
 import structlog
 
 from proxy.clock import Clock
-from proxy.config import CredentialsConfig
+from proxy.config.model import CredentialsConfig
 from proxy.credentials.base import Credentials
 from proxy.credentials.chain import CredentialChain, DescribedProvider
 from proxy.credentials.timestamps import format_expiration
 from proxy.errors import CredentialError, MfaRequired, NoCredentials
-from proxy.metrics import Metrics
+from proxy.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 

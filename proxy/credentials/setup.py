@@ -8,11 +8,11 @@ from collections.abc import Mapping
 import aiohttp
 
 from proxy.clock import Clock
-from proxy.config import Config
+from proxy.config.model import Config
 from proxy.credentials.chain import build_chain
 from proxy.credentials.refresher import RefreshingCredentials
 from proxy.credentials.sts import StsClient, sts_endpoint
-from proxy.metrics import Metrics
+from proxy.observability.metrics import Metrics
 
 MFA_CODE_VARIABLE = "THROTTLE_PROXY_MFA_CODE"
 

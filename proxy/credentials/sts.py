@@ -20,7 +20,7 @@ from proxy.clock import Clock
 from proxy.credentials.base import Credentials
 from proxy.credentials.timestamps import parse_expiration
 from proxy.errors import CredentialError
-from proxy.sigv4 import SigningInput, SigningKeyCache, sign
+from proxy.signing.sigv4 import SigningInput, SigningKeyCache, sign
 
 STS_VERSION = "2011-06-15"
 _FORM = "application/x-www-form-urlencoded; charset=utf-8"

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import aiohttp
 
 from proxy.clock import Clock
-from proxy.config import Config
+from proxy.config.model import Config
 from proxy.credentials.setup import build_credential_source, build_sts_client
 from proxy.credentials.sts import CallerIdentity
 from proxy.credentials.timestamps import format_expiration
-from proxy.metrics import Metrics
+from proxy.observability.metrics import Metrics
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from proxy.aws.operations import Operation
 from proxy.clock import Clock
-from proxy.config import Config, LimitPolicy, LimitRule
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.config.model import Config, LimitPolicy, LimitRule
+from proxy.observability.metrics import Metrics
 from proxy.ratelimit.local import LocalRateLimiter
 from proxy.ratelimit.rules import describe_rules, effective_rules
 

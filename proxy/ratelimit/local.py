@@ -15,11 +15,11 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from proxy.aws.operations import Operation
 from proxy.clock import Clock
-from proxy.config import LimitPolicy, LimitRule
+from proxy.config.model import LimitPolicy, LimitRule
 from proxy.errors import RateLimited
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.observability.metrics import Metrics
 from proxy.ratelimit.bucket import BucketShape, earliest_admission, reserve
 from proxy.ratelimit.ruleset import RuleState, build_ruleset
 

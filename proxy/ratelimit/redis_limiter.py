@@ -35,12 +35,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from proxy.aws.operations import Operation
 from proxy.clock import Clock
-from proxy.config import LimitPolicy, LimitRule, RedisConfig
+from proxy.config.model import LimitPolicy, LimitRule, RedisConfig
 from proxy.errors import RateLimited
-from proxy.logs import get_logger
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.observability.logs import get_logger
+from proxy.observability.metrics import Metrics
 from proxy.ratelimit.local import LocalRateLimiter, Sleep
 from proxy.ratelimit.redis_scripts import (
     GCRA_SCRIPT,

@@ -22,9 +22,9 @@ from importlib import resources
 
 import yaml
 
-from proxy.config import Config, LimitRule, limit_rule
-from proxy.configparse import ConfigError
-from proxy.operations import Operation
+from proxy.aws.operations import Operation
+from proxy.config.model import Config, LimitRule, limit_rule
+from proxy.config.readers import ConfigError
 
 DEFAULT_LIMITS_RESOURCE = "aws-limits.yaml"
 _PATTERN_CHARS = frozenset("*?[")
@@ -120,8 +120,8 @@ def same_shape(a: LimitRule, b: LimitRule) -> bool:
 
 
 def load_default_limits() -> tuple[LimitRule, ...]:
-    """AWS's published limits shipped in proxy/data/aws-limits.yaml."""
-    source = resources.files("proxy") / "data" / DEFAULT_LIMITS_RESOURCE
+    """AWS's published limits shipped in proxy/aws/data/aws-limits.yaml."""
+    source = resources.files("proxy.aws") / "data" / DEFAULT_LIMITS_RESOURCE
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     if not isinstance(raw, dict) or not isinstance(raw.get("limits"), list):
         raise ConfigError("limits", "expected a list of rules", DEFAULT_LIMITS_RESOURCE)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from proxy.config import LimitRule
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.aws.operations import Operation
+from proxy.config.model import LimitRule
+from proxy.observability.metrics import Metrics
 from proxy.ratelimit.adaptive import CubicRate
 from proxy.ratelimit.bucket import BucketShape, BucketTable, RefillClock
 from proxy.ratelimit.rules import CompiledRule, compile_rule, same_shape

@@ -1,7 +1,7 @@
 """Retries: verdicts, capped full-jitter backoff, the retry quota and the attempt loop."""
 
+from proxy.aws.errorcodes import error_code
 from proxy.retry.backoff import BackoffPolicy, full_jitter, retry_delay, server_hint
-from proxy.retry.errorcodes import error_code
 from proxy.retry.loop import AttemptResult, AttemptRunner, max_attempts_for
 from proxy.retry.quota import RetryQuota
 from proxy.retry.verdicts import RetryVerdict, judge_exception, judge_response

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from tenacity import RetryCallState
 from tenacity.wait import wait_base
 
-from proxy.config import RetryConfig
+from proxy.config.model import RetryConfig
 from proxy.retry.verdicts import RetryVerdict
 
 # A server hint may add at most this much to the computed delay (SDK standard mode).

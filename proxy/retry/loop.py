@@ -21,11 +21,11 @@ from typing import cast
 from tenacity import AsyncRetrying, RetryCallState
 from tenacity.stop import stop_after_attempt
 
+from proxy.aws.operations import Operation
 from proxy.clock import Clock
-from proxy.config import RetryConfig
+from proxy.config.model import RetryConfig
 from proxy.errors import ProxyError
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.observability.metrics import Metrics
 from proxy.retry.backoff import BackoffPolicy, DelayInputs, FullJitterWait
 from proxy.retry.children import ChildCache
 from proxy.retry.quota import RetryQuota
@@ -36,7 +36,7 @@ from proxy.retry.verdicts import (
     judge_response,
     throttle_code_label,
 )
-from proxy.upstream import UpstreamResponse
+from proxy.upstream.client import UpstreamResponse
 
 DEFAULT_MAX_ATTEMPTS = 3
 # The SDKs give DynamoDB (and DynamoDB Streams, which signs as `dynamodb`) one more attempt.

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from proxy.aws.errorcodes import error_code
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from proxy.retry.errorcodes import error_code
 
 VerdictKind = Literal["success", "retryable", "final"]
 RetryReason = Literal["throttling", "transient", "connection", "timeout"]

@@ -1,6 +1,6 @@
 """`throttle-proxy whoami` and `throttle-proxy mfa` as real processes, with moto checking.
 
-The console script is `proxy.cli:main`; the tests run it as `python -m proxy`, which is the
+The console script is `proxy.cli.main:main`; the tests run it as `python -m proxy`, which is the
 same entry point and needs no installed package.
 """
 

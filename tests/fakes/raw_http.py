@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy.http1 import Origin
+from proxy.upstream.http1 import Origin
 
 Answer = Callable[[bytes], bytes | None]
 

@@ -9,7 +9,6 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from proxy.clock import FakeClock
 from proxy.credentials import container
 from proxy.credentials.container import (
     ATTEMPTS,
@@ -25,6 +24,7 @@ from proxy.credentials.container import (
 from proxy.credentials.timestamps import parse_expiration
 from proxy.errors import CredentialError
 from tests.fakes import serve
+from tests.fakes.clock import FakeClock
 from tests.fakes.container import CREDENTIALS_PATH, FakeContainerEndpoint
 from tests.fakes.imds import EXAMPLE_KEY_ID, EXAMPLE_SECRET, EXAMPLE_SESSION_TOKEN
 

@@ -9,14 +9,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.clock import FakeClock, SystemClock
-from proxy.config import Config
+from proxy.clock import SystemClock
+from proxy.config.model import Config
 from proxy.credentials.mfa import MfaRequest, replace_section, run_mfa
 from proxy.credentials.setup import build_credential_source
 from proxy.credentials.sts import StsClient
 from proxy.credentials.whoami import whoami
 from proxy.errors import CredentialError
-from proxy.metrics import Metrics
+from proxy.observability.metrics import Metrics
+from tests.fakes.clock import FakeClock
 from tests.fakes.sts import StandInSts
 from tests.servers import EXAMPLE_KEY_ID, EXAMPLE_SECRET, MotoAccount, clean_env, run_cli
 

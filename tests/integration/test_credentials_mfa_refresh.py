@@ -8,14 +8,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.clock import FakeClock
-from proxy.config import CredentialsConfig
+from proxy.config.model import CredentialsConfig
 from proxy.credentials.chain import build_chain
 from proxy.credentials.refresher import RefreshingCredentials
 from proxy.credentials.sts import StsClient
 from proxy.credentials.timestamps import format_expiration
 from proxy.errors import MfaRequired
-from proxy.metrics import Metrics
+from proxy.observability.metrics import Metrics
+from tests.fakes.clock import FakeClock
 from tests.fakes.sts import StandInSts
 from tests.servers import EXAMPLE_KEY_ID, EXAMPLE_SECRET, ROLE_ARN, clean_env
 

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from proxy.clock import SystemClock
-from proxy.config import CredentialsConfig
+from proxy.config.model import CredentialsConfig
 from proxy.credentials.base import Credentials
 from proxy.credentials.chain import build_chain
 from proxy.credentials.sts import StsClient, sts_endpoint

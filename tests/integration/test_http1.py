@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from proxy.http1 import Http1Error, Http1Pool, Origin
+from proxy.upstream.http1 import Http1Error, Http1Pool, Origin
 from tests.fakes.raw_http import Answer, fixed
 from tests.fakes.raw_http import RawHttpServer as RawServer
 

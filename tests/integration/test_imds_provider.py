@@ -8,7 +8,6 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from proxy.clock import FakeClock
 from proxy.credentials.imds import (
     ATTEMPTS_VAR,
     DISABLED_VAR,
@@ -26,6 +25,7 @@ from proxy.credentials.imds import (
 from proxy.credentials.timestamps import format_expiration, parse_expiration
 from proxy.errors import CredentialError
 from tests.fakes import serve
+from tests.fakes.clock import FakeClock
 from tests.fakes.imds import (
     EXAMPLE_KEY_ID,
     EXAMPLE_SECRET,

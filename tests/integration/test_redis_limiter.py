@@ -13,11 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from proxy.aws.operations import Operation
 from proxy.clock import SystemClock
-from proxy.config import LimitPolicy, LimitRule, RedisConfig
+from proxy.config.model import LimitPolicy, LimitRule, RedisConfig
 from proxy.errors import RateLimited
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.observability.metrics import Metrics
 from proxy.ratelimit.redis_limiter import RedisRateLimiter
 from tests.servers import RedisProcess, free_port
 

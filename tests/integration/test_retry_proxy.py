@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from proxy.config import parse_config
+from proxy.app.server import ProxyServer
+from proxy.config.model import parse_config
 from proxy.credentials.base import Credentials
-from proxy.server import ProxyServer
 from tests.fakes.scripted_upstream import (
     RESET,
     SCRIPT_HEADER,

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import pytest
 
+from proxy.aws.operations import Operation
 from proxy.clock import SystemClock
-from proxy.config import RetryConfig, UpstreamConfig
+from proxy.config.model import RetryConfig, UpstreamConfig
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from proxy.http1 import Origin
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.observability.metrics import Metrics
 from proxy.retry import AttemptResult, AttemptRunner
-from proxy.upstream import UpstreamClient, UpstreamResponse
+from proxy.upstream.client import UpstreamClient, UpstreamResponse
+from proxy.upstream.http1 import Origin
 from tests.fakes.scripted_upstream import (
     RESET,
     SCRIPT_HEADER,

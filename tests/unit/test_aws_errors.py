@@ -11,7 +11,7 @@ from botocore.awsrequest import HeadersDict
 from botocore.parsers import create_parser
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 
-from proxy.aws_errors import ERROR_HEADER, ErrorAnswer, render_error
+from proxy.aws.errors import ERROR_HEADER, ErrorAnswer, render_error
 from proxy.errors import (
     BadRequest,
     HostNotAllowed,

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 
-from proxy.bodies import (
+from proxy.bodies.client import (
     EMPTY_SHA256,
     STREAM_CHUNK,
     ClientBody,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from proxy import __version__
-from proxy.cli import EXIT_CONFIG, main
+from proxy.cli.main import EXIT_CONFIG, main
 
 
 def write(tmp_path: Path, text: str) -> Path:

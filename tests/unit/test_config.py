@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy import configparse as cp
-from proxy.config import (
+from proxy.config import readers as cp
+from proxy.config.model import (
     DEFAULT_ALLOW_HOSTS,
     Config,
     ConfigError,

@@ -12,8 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.clock import FakeClock
-from proxy.config import CredentialsConfig
+from proxy.config.model import CredentialsConfig
 from proxy.credentials.chain import CredentialChain, build_chain
 from proxy.credentials.env import EnvProvider
 from proxy.credentials.profiles import (
@@ -25,6 +24,7 @@ from proxy.credentials.profiles import (
 from proxy.credentials.static import SharedCredentialsProvider
 from proxy.credentials.sts import StsClient
 from proxy.errors import CredentialError, NoCredentials
+from tests.fakes.clock import FakeClock
 from tests.servers import EXAMPLE_SECRET, clean_env
 
 SECRET = EXAMPLE_SECRET

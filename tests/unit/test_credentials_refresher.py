@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from proxy.clock import FakeClock
-from proxy.config import CredentialsConfig
+from proxy.config.model import CredentialsConfig
 from proxy.credentials.base import Credentials
 from proxy.credentials.chain import CredentialChain
 from proxy.credentials.refresher import RefreshingCredentials
 from proxy.errors import CredentialError, MfaRequired, NoCredentials
-from proxy.metrics import Metrics
+from proxy.observability.metrics import Metrics
+from tests.fakes.clock import FakeClock
 
 HOUR = 3600.0
 MINUTE = 60.0

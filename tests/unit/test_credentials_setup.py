@@ -5,11 +5,11 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from proxy.clock import FakeClock
-from proxy.config import Config
+from proxy.config.model import Config
 from proxy.credentials.base import Credentials
 from proxy.credentials.setup import build_sts_client, sts_region
 from tests.fakes import serve
+from tests.fakes.clock import FakeClock
 from tests.fakes.sts import StandInSts
 from tests.servers import EXAMPLE_KEY_ID, EXAMPLE_SECRET
 

@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from proxy.config import Config, load_config, parse_config
-from proxy.metrics import Metrics
+from proxy.config.model import Config, load_config, parse_config
+from proxy.observability.metrics import Metrics
 from tests.unit.kustomize_render import (
     KustomizeError,
     Manifest,

@@ -11,7 +11,7 @@ from typing import Any
 import botocore
 import pytest
 
-from proxy.endpoints import CATALOG, Endpoint, endpoint_for_host, service_prefix
+from proxy.aws.endpoints import CATALOG, Endpoint, endpoint_for_host, service_prefix
 
 DEFAULT = "eu-central-1"
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.headers import HOP_BY_HOP, forwardable_request_headers, response_headers
+from proxy.aws.headers import HOP_BY_HOP, forwardable_request_headers, response_headers
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from proxy.logs import REDACTED, configure_logging, get_logger, redact_secrets
+from proxy.observability.logs import REDACTED, configure_logging, get_logger, redact_secrets
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 TOKEN = "FwoGZXIvYXdzEXAMPLEsessionTOKENvalue//////////wEaDExampleToken"

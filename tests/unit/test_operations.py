@@ -8,9 +8,9 @@ from urllib.parse import quote
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy import s3ops
-from proxy.endpoints import Endpoint, endpoint_for_host
-from proxy.operations import MAX_FORM_BODY, Operation, classify, known_operations
+from proxy.aws import s3ops
+from proxy.aws.endpoints import Endpoint, endpoint_for_host
+from proxy.aws.operations import MAX_FORM_BODY, Operation, classify, known_operations
 
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
 

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from proxy.clock import FakeClock
-from proxy.config import LimitPolicy, LimitRule
+from proxy.aws.operations import Operation
+from proxy.config.model import LimitPolicy, LimitRule
 from proxy.errors import RateLimited
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.observability.metrics import Metrics
 from proxy.ratelimit import LocalRateLimiter
+from tests.fakes.clock import FakeClock
 
 DESCRIBE = Operation("ec2", "DescribeInstances", protocol="ec2")
 RUN = Operation("ec2", "RunInstances", protocol="ec2")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import Config, LimitRule, parse_config
-from proxy.operations import Operation
+from proxy.aws.operations import Operation
+from proxy.config.model import Config, LimitRule, parse_config
 from proxy.ratelimit.rules import (
     compile_rule,
     describe_rules,

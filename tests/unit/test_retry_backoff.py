@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import pytest
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
-from proxy.config import RetryConfig, parse_config
-from proxy.configparse import ConfigError
+from proxy.config.model import RetryConfig, parse_config
+from proxy.config.readers import ConfigError
 from proxy.retry.backoff import (
     BackoffPolicy,
     FullJitterWait,

@@ -6,14 +6,14 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import Counter, Histogram
 
-from proxy.clock import FakeClock
-from proxy.config import RetryConfig
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.aws.operations import Operation
+from proxy.config.model import RetryConfig
+from proxy.observability.metrics import Metrics
 from proxy.retry import AttemptRunner
 from proxy.retry import children as children_module
 from proxy.retry.children import ChildCache
-from proxy.upstream import UpstreamResponse
+from proxy.upstream.client import UpstreamResponse
+from tests.fakes.clock import FakeClock
 
 EC2_DESCRIBE = Operation("ec2", "DescribeInstances", protocol="ec2")
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from multidict import CIMultiDict
 
-from proxy.retry.errorcodes import clean_code, error_code
+from proxy.aws.errorcodes import clean_code, error_code
 
 NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.clock import FakeClock
-from proxy.config import RetryConfig
+from proxy.aws.operations import Operation
+from proxy.config.model import RetryConfig
 from proxy.errors import (
     BadRequest,
     HostNotAllowed,
@@ -25,10 +25,10 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.metrics import Metrics
-from proxy.operations import Operation
+from proxy.observability.metrics import Metrics
 from proxy.retry import AttemptRunner, max_attempts_for
-from proxy.upstream import UpstreamResponse
+from proxy.upstream.client import UpstreamResponse
+from tests.fakes.clock import FakeClock
 
 EC2_DESCRIBE = Operation("ec2", "DescribeInstances", protocol="ec2")
 DDB_GET = Operation("dynamodb", "GetItem", protocol="json")

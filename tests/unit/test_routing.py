@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import ConfigError, parse_config
+from proxy.aws.routing import Router, host_matches, split_host_port
+from proxy.config.model import ConfigError, parse_config
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
-from proxy.http1 import Origin
-from proxy.routing import Router, host_matches, split_host_port
+from proxy.upstream.http1 import Origin
 
 EC2 = "ec2.us-east-1.amazonaws.com"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from proxy.credentials.base import Credentials
-from proxy.sigv4 import (
+from proxy.signing.sigv4 import (
     EMPTY_SHA256,
     UNSIGNED_PAYLOAD,
     SignedRequest,

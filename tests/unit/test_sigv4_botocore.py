@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials as BotoCredentials
 
 from proxy.credentials.base import Credentials
-from proxy.sigv4 import (
+from proxy.signing.sigv4 import (
     S3_SIGNING_NAMES,
     UNSIGNED_PAYLOAD,
     SignedRequest,

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from proxy.credentials.base import Credentials
-from proxy.sigv4 import (
+from proxy.signing.chunked import ChunkSigner, encoded_length
+from proxy.signing.sigv4 import (
     EMPTY_SHA256,
     STREAMING_PAYLOAD,
     SignedRequest,
@@ -17,7 +18,6 @@ from proxy.sigv4 import (
     SigningKeyCache,
     sign,
 )
-from proxy.sigv4_chunked import ChunkSigner, encoded_length
 
 # docs.aws.amazon.com/AmazonS3/latest/API/sigv4-streaming.html, "Example: PUT Object":
 # 66560 bytes of 'a' in 64 KiB chunks, REDUCED_REDUNDANCY, 2013-05-24T00:00:00Z.

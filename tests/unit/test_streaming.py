@@ -11,11 +11,12 @@ import pytest
 from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 
-from proxy.bodies import STREAM_CHUNK, ClientBody
-from proxy.config import parse_config
+from proxy.aws.routing import Router, Target
+from proxy.bodies.client import STREAM_CHUNK, ClientBody
+from proxy.config.model import parse_config
 from proxy.credentials.base import Credentials
-from proxy.routing import Router, Target
-from proxy.sigv4 import (
+from proxy.signing.chunked import ChunkSigner
+from proxy.signing.sigv4 import (
     STREAMING_PAYLOAD,
     UNSIGNED_PAYLOAD,
     SignedRequest,
@@ -24,8 +25,7 @@ from proxy.sigv4 import (
     derive_signing_key,
     sign,
 )
-from proxy.sigv4_chunked import ChunkSigner
-from proxy.streaming import StreamingUpload, streaming_upload
+from proxy.signing.streaming import StreamingUpload, streaming_upload
 
 CREDS = Credentials(
     "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", session_token="session-token-1"

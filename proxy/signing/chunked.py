@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from proxy.sigv4 import EMPTY_SHA256, SignedRequest
+from proxy.signing.sigv4 import EMPTY_SHA256, SignedRequest
 
 _PAYLOAD_ALGORITHM = "AWS4-HMAC-SHA256-PAYLOAD"
 _SIGNATURE_FIELD = b";chunk-signature="

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import yaml
 
 from proxy import __version__
-from proxy.config import Config, ConfigError, load_config, summary
+from proxy.config.model import Config, ConfigError, load_config, summary
 
 EXIT_CONFIG = 2
 
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and print it")
     check.add_argument("file")
 
-    from proxy.cli_credentials import add_credential_commands
+    from proxy.cli.credentials import add_credential_commands
 
     add_credential_commands(commands)
     return parser
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(path: str | None) -> Config:
     """The config, checked as far as start-up would check it (routes compile)."""
-    from proxy.routing import Router
+    from proxy.aws.routing import Router
 
     config = load_config(path) if path else Config()
     try:
@@ -58,8 +58,8 @@ def _load(path: str | None) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy.logs import configure_logging
-    from proxy.server import ProxyServer, serve_forever
+    from proxy.app.server import ProxyServer, serve_forever
+    from proxy.observability.logs import configure_logging
 
     try:
         config = _load(args.config)

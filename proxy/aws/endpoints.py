@@ -1,6 +1,6 @@
 """Which AWS service and signing region a hostname stands for (pure, no I/O after import).
 
-The facts come from proxy/data/services.json, generated from botocore's models by
+The facts come from proxy/aws/data/services.json, generated from botocore's models by
 tools/gen_services.py: endpoint prefix -> signing name, the partitions' DNS suffixes and region
 pattern, and the few hostnames (global endpoints) whose scope cannot be read off the name.
 The rest is parsing: `{prefix}.{region}.{suffix}`, dual-stack, FIPS, S3's many spellings.
@@ -58,7 +58,7 @@ class ServiceCatalog:
 
 
 def _load_catalog() -> ServiceCatalog:
-    text = resources.files("proxy").joinpath("data/services.json").read_text(encoding="utf-8")
+    text = resources.files("proxy.aws").joinpath("data/services.json").read_text(encoding="utf-8")
     raw = json.loads(text)
     prefixes = {
         prefix: ServicePrefix(name, frozenset(protocols), frozenset(targets))

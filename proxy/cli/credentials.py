@@ -1,4 +1,4 @@
-"""The `whoami` and `mfa` subcommands (registered by proxy.cli)."""
+"""The `whoami` and `mfa` subcommands (registered by proxy.cli.main)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from proxy.clock import SystemClock
-from proxy.config import Config, load_config
-from proxy.configparse import ConfigError
+from proxy.config.model import Config, load_config
+from proxy.config.readers import ConfigError
 from proxy.credentials.mfa import MfaRequest, run_mfa
 from proxy.credentials.setup import MFA_CODE_VARIABLE, build_sts_client
 from proxy.credentials.whoami import whoami
 from proxy.errors import CredentialError, NoCredentials
-from proxy.logs import configure_logging
-from proxy.upstream import UpstreamClient
+from proxy.observability.logs import configure_logging
+from proxy.upstream.client import UpstreamClient
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2

@@ -17,8 +17,11 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from prometheus_client import Counter, Histogram
 
-from proxy.aws_errors import render_error
-from proxy.bodies import (
+from proxy.aws.errors import render_error
+from proxy.aws.headers import forwardable_request_headers, response_headers
+from proxy.aws.operations import Operation, classify
+from proxy.aws.routing import Router, Target
+from proxy.bodies.client import (
     ClientBody,
     declared_length,
     read_client_body,
@@ -26,19 +29,16 @@ from proxy.bodies import (
     sha256_hex,
 )
 from proxy.clock import Clock
-from proxy.config import Config
+from proxy.config.model import Config
 from proxy.credentials.base import CredentialSource
 from proxy.errors import BadRequest, PayloadTooLarge, ProxyError
-from proxy.headers import forwardable_request_headers, response_headers
-from proxy.logs import get_logger
-from proxy.metrics import Metrics, status_class
-from proxy.operations import Operation, classify
+from proxy.observability.logs import get_logger
+from proxy.observability.metrics import Metrics, status_class
 from proxy.ratelimit import RateLimiter
 from proxy.retry import AttemptRunner
-from proxy.routing import Router, Target
-from proxy.sigv4 import SigningKeyCache, sign
-from proxy.streaming import streaming_upload
-from proxy.upstream import UpstreamClient, UpstreamResponse, stream_body
+from proxy.signing.sigv4 import SigningKeyCache, sign
+from proxy.signing.streaming import streaming_upload
+from proxy.upstream.client import UpstreamClient, UpstreamResponse, stream_body
 
 log = get_logger("proxy.request")
 

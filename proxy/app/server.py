@@ -16,19 +16,19 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy.app.readiness import ReadinessProbe
+from proxy.aws.routing import Router
 from proxy.clock import Clock, SystemClock
-from proxy.config import Config, ConfigError, load_config
+from proxy.config.model import Config, ConfigError, load_config
 from proxy.credentials.base import CredentialSource
-from proxy.logs import get_logger
-from proxy.metrics import Metrics
-from proxy.pipeline import PipelineParts, RequestPipeline
+from proxy.observability.logs import get_logger
+from proxy.observability.metrics import Metrics
+from proxy.pipeline.stages import PipelineParts, RequestPipeline
 from proxy.ratelimit import build_rate_limiter, effective_rules
-from proxy.readiness import ReadinessProbe
 from proxy.retry import AttemptRunner
-from proxy.routing import Router
-from proxy.upstream import UpstreamClient
+from proxy.upstream.client import UpstreamClient
 
-log = get_logger("proxy.server")
+log = get_logger("proxy.app.server")
 # Settings a running proxy cannot swap: sockets, the upstream pool, credentials, the shared
 # limiter's connection and the log pipeline are built once at start.
 _RESTART_ONLY = (

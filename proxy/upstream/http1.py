@@ -8,7 +8,7 @@ response is parsed with its framing (Content-Length, chunked, or until close), a
 goes back to the pool only when its response was read to the end. A pooled connection the
 server has closed is dropped before use, so a request is never silently sent twice.
 
-Errors leave this module as OSError/TimeoutError/Http1Error; `proxy.upstream` maps them.
+Errors leave this module as OSError/TimeoutError/Http1Error; `proxy.upstream.client` maps them.
 """
 
 from __future__ import annotations

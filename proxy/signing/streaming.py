@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from proxy.bodies import STREAM_CHUNK, ClientBody, stream_exactly
+from proxy.aws.routing import Target
+from proxy.bodies.client import STREAM_CHUNK, ClientBody, stream_exactly
 from proxy.credentials.base import Credentials
-from proxy.routing import Target
-from proxy.sigv4 import STREAMING_PAYLOAD, UNSIGNED_PAYLOAD, SigningKeyCache, sign
-from proxy.sigv4_chunked import ChunkSigner, encoded_length
+from proxy.signing.chunked import ChunkSigner, encoded_length
+from proxy.signing.sigv4 import STREAMING_PAYLOAD, UNSIGNED_PAYLOAD, SigningKeyCache, sign
 
 
 @dataclass(frozen=True, slots=True)

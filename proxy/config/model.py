@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from proxy import configparse as cp
-from proxy.configparse import ConfigError
+from proxy.config import readers as cp
+from proxy.config.readers import ConfigError
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "summary"]
 

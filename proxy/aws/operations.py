@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from proxy.endpoints import CATALOG, S3_BUCKET_PREFIXES, Endpoint, service_prefix
-from proxy.s3ops import classify_s3
+from proxy.aws.endpoints import CATALOG, S3_BUCKET_PREFIXES, Endpoint, service_prefix
+from proxy.aws.s3ops import classify_s3
 
 # Form bodies larger than this are not parsed: the operation is in the first bytes anyway for
 # every SDK, and big bodies (SQS messages, SNS payloads) must not cost a full parse.

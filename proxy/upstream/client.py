@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from proxy.config import UpstreamConfig
+from proxy.config.model import UpstreamConfig
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from proxy.http1 import Body, Http1Error, Http1Pool, Http1Response, Origin
+from proxy.upstream.http1 import Body, Http1Error, Http1Pool, Http1Response, Origin
 
 # Error bodies are read whole so the retry verdict can see the error code; AWS error documents
 # are a few hundred bytes, this cap keeps a misbehaving upstream from filling memory.

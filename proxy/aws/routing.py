@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from proxy.config import Config, ConfigError, Route
-from proxy.endpoints import Endpoint, endpoint_for_host, is_known_prefix
+from proxy.aws.endpoints import Endpoint, endpoint_for_host, is_known_prefix
+from proxy.config.model import Config, ConfigError, Route
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
-from proxy.http1 import Origin
-from proxy.sigv4 import SigningInput
+from proxy.signing.sigv4 import SigningInput
+from proxy.upstream.http1 import Origin
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

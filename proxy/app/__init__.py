@@ -1,0 +1,1 @@
+"""Wiring, listeners, drain and reload, and the admin endpoints."""

@@ -1,0 +1,1 @@
+"""What AWS is: endpoints and host grammar, routing, operations, error formats, data."""

@@ -1,0 +1,1 @@
+"""Client request bodies: buffered, spooled and streamed, under the memory budget."""

@@ -1,0 +1,1 @@
+"""The config: frozen dataclasses and the strict YAML parser."""

@@ -1,0 +1,1 @@
+"""The request context and the stages of the request path, in order."""

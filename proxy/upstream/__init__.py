@@ -1,0 +1,1 @@
+"""The one place the proxy talks HTTP to AWS: framing, pool, client."""
