@@ -21,6 +21,7 @@ from proxy.aws.routing import Router
 from proxy.clock import Clock, SystemClock
 from proxy.config.model import Config, ConfigError, load_config
 from proxy.credentials.base import CredentialSource
+from proxy.faults.stage import FaultInjector
 from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics
 from proxy.pipeline.stages import PipelineParts, RequestPipeline
@@ -39,6 +40,8 @@ _RESTART_ONLY = (
     "credentials",
     "max_header_size",
     "log_level",
+    "fault_seed",
+    "admin_token_file",
 )
 
 
@@ -79,6 +82,7 @@ class ProxyServer:
             on_throttle=self.limiter.observe_throttle,
             on_success=self.limiter.observe_success,
         )
+        self.faults = FaultInjector(config.faults, config.fault_seed, self.metrics, self.clock)
         self.pipeline: RequestPipeline | None = None
         self.readiness = ReadinessProbe()
         self._runners: list[web.BaseRunner] = []
@@ -111,6 +115,7 @@ class ProxyServer:
             upstream=self.upstream,
             metrics=self.metrics,
             clock=self.clock,
+            faults=self.faults,
         )
         proxy_server = web.Server(
             self._handle,
@@ -196,6 +201,9 @@ class ProxyServer:
             router = Router(config)
         self.limiter.update_rules(effective_rules(config), config.limit_policy)
         self.attempts.update_config(config.retry)
+        if config.faults != self.config.faults:
+            # Only a changed `faults:` replaces the rules: a reload keeps rules PUT at run time.
+            self.faults.replace(config.faults)
         assert self.pipeline is not None
         self.pipeline.parts = PipelineParts(config, router, self.limiter, self.attempts)
         self.config = config

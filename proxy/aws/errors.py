@@ -38,15 +38,31 @@ def _code_for(error: ProxyError) -> str:
     return "".join(part.capitalize() for part in error.reason.split("-"))
 
 
+def throttle_answer(protocol: str) -> tuple[int, str]:
+    """(status, code) of the protocol's own throttling error."""
+    return _THROTTLE_BY_PROTOCOL.get(protocol, (429, "Throttling"))
+
+
 def render_error(error: ProxyError, protocol: str, request_id: str) -> ErrorAnswer:
     """The answer for `error` in `protocol` ('ec2', 'query', 'json', 'rest-json', 'rest-xml',
     anything else: plain text)."""
     status, code = error.status, _code_for(error)
-    headers = {ERROR_HEADER: error.reason, "x-amzn-RequestId": request_id}
+    retry_after: str | None = None
     if isinstance(error, RateLimited):
-        status, code = _THROTTLE_BY_PROTOCOL.get(protocol, (429, "Throttling"))
-        headers["Retry-After"] = str(max(1, round(error.retry_after + 0.4999)))
-    message = error.message
+        status, code = throttle_answer(protocol)
+        retry_after = str(max(1, round(error.retry_after + 0.4999)))
+    answer = render_aws_error(status, code, error.message, protocol, request_id)
+    answer.headers[ERROR_HEADER] = error.reason
+    if retry_after is not None:
+        answer.headers["Retry-After"] = retry_after
+    return answer
+
+
+def render_aws_error(
+    status: int, code: str, message: str, protocol: str, request_id: str
+) -> ErrorAnswer:
+    """An error answer shaped exactly as AWS writes it for `protocol` (no proxy header)."""
+    headers = {"x-amzn-RequestId": request_id}
     if protocol == "ec2":
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'

@@ -16,11 +16,15 @@ import yaml
 
 from proxy.config import readers as cp
 from proxy.config.readers import ConfigError
+from proxy.faults.model import FaultRule, fault_rules, fault_seed
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "summary"]
 
 DEFAULT_ALLOW_HOSTS = ("*.amazonaws.com", "*.amazonaws.com.cn", "*.api.aws")
 LIMIT_SCOPES = ("none", "operation", "bucket", "prefix")
+# wait: queue up to max_wait (a client-side limit); enforce: refuse at once with the
+# service's throttling error, as AWS does (the load-test stand-in for AWS).
+LIMIT_MODES = ("wait", "enforce")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class LimitPolicy:
     max_wait: float = 5.0
     max_queue: int = 10_000
     idle_expiry: float = 60.0
+    mode: str = "wait"
 
 
 @dataclass(frozen=True)
@@ -117,9 +122,15 @@ class Config:
     max_header_size: int = 16 * 1024
     unsigned_payload: bool = False
     shutdown_grace: float = 20.0
+    faults: tuple[FaultRule, ...] = ()
+    fault_seed: int | None = None
+    admin_token_file: str | None = None
 
 
 _TOP_KEYS = {
+    "faults",
+    "fault_seed",
+    "admin_token_file",
     "listen",
     "admin_listen",
     "region",
@@ -200,6 +211,9 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         shutdown_grace=cp.duration(
             top.get("shutdown_grace", defaults.shutdown_grace), "shutdown_grace"
         ),
+        faults=fault_rules(top.get("faults"), "faults"),
+        fault_seed=fault_seed(top.get("fault_seed"), "fault_seed"),
+        admin_token_file=cp.optional_string(top.get("admin_token_file"), "admin_token_file"),
     )
 
 
@@ -314,10 +328,19 @@ def _limits(raw: object, path: str) -> tuple[LimitRule, ...]:
 
 def _limit_policy(raw: object, path: str) -> LimitPolicy:
     section = cp.mapping(raw, path)
-    cp.reject_unknown(section, {"max_wait", "max_queue", "idle_expiry"}, path)
+    cp.reject_unknown(section, {"max_wait", "max_queue", "idle_expiry", "mode"}, path)
     d = LimitPolicy()
+    mode = cp.string(section.get("mode", d.mode), f"{path}.mode")
+    if mode not in LIMIT_MODES:
+        raise ConfigError(f"{path}.mode", f"expected one of {', '.join(LIMIT_MODES)}, got {mode!r}")
+    if mode == "enforce" and "max_wait" in section:
+        raise ConfigError(f"{path}.max_wait", "does not apply to mode enforce (it never waits)")
     return LimitPolicy(
-        max_wait=cp.duration(section.get("max_wait", d.max_wait), f"{path}.max_wait"),
+        mode=mode,
+        # Enforcing is waiting for nothing: the limiters refuse whenever a token is not there.
+        max_wait=0.0
+        if mode == "enforce"
+        else cp.duration(section.get("max_wait", d.max_wait), f"{path}.max_wait"),
         max_queue=cp.integer(section.get("max_queue", d.max_queue), f"{path}.max_queue", 0),
         idle_expiry=cp.duration(
             section.get("idle_expiry", d.idle_expiry), f"{path}.idle_expiry", False

@@ -131,6 +131,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.faults_injected_total = Counter(
+            PREFIX + "faults_injected_total",
+            "Faults injected by fault rules (load tests), by rule and kind.",
+            ["rule", "kind"],
+            registry=r,
+        )
         self.inflight_requests = Gauge(
             PREFIX + "inflight_requests",
             "Requests being handled now.",

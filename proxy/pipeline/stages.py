@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -32,6 +33,7 @@ from proxy.clock import Clock
 from proxy.config.model import Config
 from proxy.credentials.base import CredentialSource
 from proxy.errors import BadRequest, PayloadTooLarge, ProxyError
+from proxy.faults.stage import FaultInjector
 from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics, status_class
 from proxy.ratelimit import RateLimiter
@@ -90,8 +92,10 @@ class RequestPipeline:
         upstream: UpstreamClient,
         metrics: Metrics,
         clock: Clock,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.parts = parts
+        self.faults = faults or FaultInjector((), None, metrics, clock)
         self._credentials = credentials
         self._upstream = upstream
         self._metrics = metrics
@@ -153,6 +157,15 @@ class RequestPipeline:
             method, target.endpoint, target.path, target.query, request.headers, body.data
         )
         ctx.operation = op
+        if self.faults.client_on:
+            injected = await self.faults.at_client(
+                op, target, ctx.request_id, _cutter(request), silence=config.retry.max_total_time
+            )
+            if injected is not None:
+                ctx.status, ctx.error = injected.status, "fault-injected"
+                return web.Response(
+                    status=injected.status, body=injected.body, headers=injected.headers
+                )
         ctx.waited = await parts.limiter.acquire(op)
         headers = forwardable_request_headers(request.headers)
         payload_hash = await sha256_hex(body.data) if body.data is not None else None
@@ -163,6 +176,17 @@ class RequestPipeline:
             if attempt > 1:
                 # A retry is a call too: it waits for a token like any other.
                 ctx.waited += await parts.limiter.acquire(op)
+            if self.faults.upstream_on:
+                return await self.faults.at_upstream(
+                    op,
+                    target,
+                    ctx.request_id,
+                    lambda: self._send_once(
+                        parts, method, target, headers, body, payload_hash, deadline
+                    ),
+                    read_timeout=config.upstream.read_timeout,
+                    deadline=deadline,
+                )
             return await self._send_once(
                 parts, method, target, headers, body, payload_hash, deadline
             )
@@ -313,6 +337,16 @@ async def _answer_expect(request: web.BaseRequest) -> None:
         raise BadRequest(f"unsupported Expect: {expect[:40]}")
     await request.writer.write(_CONTINUE)
     request.writer.output_size = 0  # the interim answer is not part of the response's size
+
+
+def _cutter(request: web.BaseRequest) -> Callable[[], None]:
+    """Closes the client's connection (a fault rule's `reset` at the client)."""
+
+    def cut() -> None:
+        if request.transport is not None:
+            request.transport.abort()
+
+    return cut
 
 
 def _request_target(path: str, query: str) -> str:

@@ -28,9 +28,9 @@ from proxy.config.model import (
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 TOP_KEYS = (
-    "admin_listen, allow_hosts, credentials, include_default_limits, limit_policy, limits, "
-    "listen, log_level, max_buffered_body, max_header_size, redis, region, retry, routes, "
-    "shutdown_grace, unsigned_payload, upstream"
+    "admin_listen, admin_token_file, allow_hosts, credentials, fault_seed, faults, "
+    "include_default_limits, limit_policy, limits, listen, log_level, max_buffered_body, "
+    "max_header_size, redis, region, retry, routes, shutdown_grace, unsigned_payload, upstream"
 )
 ROUTE = "routes:\n  - {path_prefix: /s3, upstream: 'http://127.0.0.1:9000', service: s3"
 LIMIT = "limits:\n  - {name: a, service: ec2, rate: 5"
@@ -353,7 +353,8 @@ BAD_CONFIGS: list[tuple[str, str]] = [
     ),
     (
         "limit_policy: {max_waiting: 1}\n",
-        "limit_policy.max_waiting: unknown key (known keys: idle_expiry, max_queue, max_wait)",
+        "limit_policy.max_waiting: unknown key (known keys: idle_expiry, max_queue, max_wait, "
+        "mode)",
     ),
     (
         "redis: {url: 'redis://h', db: 1}\n",

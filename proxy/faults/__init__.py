@@ -1,0 +1,1 @@
+"""Fault injection for load tests: AWS-shaped failures, on purpose, repeatably."""
