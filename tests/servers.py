@@ -306,8 +306,11 @@ def proxy_process(
     config: Mapping[str, object],
     env: Mapping[str, str] | None = None,
     args: tuple[str, ...] = (),
+    command: tuple[str, ...] = ("-m", "proxy", "run"),
 ) -> Iterator[ProxyProcess]:
-    """Start the proxy with `config` (listen/admin ports filled in) and wait until it listens."""
+    """Start the proxy with `config` (listen/admin ports filled in) and wait until it listens.
+
+    `command` follows the Python executable; `--config FILE` and `args` come after it."""
     port, admin_port = free_port(), free_port()
     full = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin_port}", **config}
     config_path = tmp / f"proxy-{port}.yaml"
@@ -316,7 +319,7 @@ def proxy_process(
     run_env = dict(env) if env is not None else credential_env(tmp)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "run", "--config", str(config_path), *args],
+            [sys.executable, *command, "--config", str(config_path), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=run_env,

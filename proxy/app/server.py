@@ -64,11 +64,12 @@ class ProxyServer:
         metrics: Metrics | None = None,
         profile: str | None = None,
         mfa_code: str | None = None,
+        upstream: UpstreamClient | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
-        self.upstream = UpstreamClient(config.upstream)
+        self.upstream = upstream or UpstreamClient(config.upstream)
         self._env = env
         self._profile = profile
         self._mfa_code = mfa_code

@@ -17,6 +17,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from proxy.aws.endpoints import Endpoint, endpoint_for_host, is_known_prefix
+from proxy.aws.hostgrammar import aws_operated
 from proxy.config.model import Config, ConfigError, Route
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
 from proxy.signing.sigv4 import SigningInput
@@ -151,25 +152,23 @@ class Router:
 
     def _host_allowed(self, host: str) -> Endpoint:
         """The endpoint of a host the allow-list lets through; HostNotAllowed otherwise."""
-        if _is_ip(host):
+        exact = host in self._exact_allow
+        if not exact and (_is_ip(host) or not any(host_matches(p, host) for p in self._allow)):
             # IP literals are never matched by wildcards: only an exact entry lets one through.
-            allowed = host in self._exact_allow
-        else:
-            allowed = any(host_matches(pattern, host) for pattern in self._allow)
-        if not allowed:
             raise HostNotAllowed(
                 f"host {host!r} is not in allow_hosts or routes; refusing to sign for it"
+            )
+        if not exact and not aws_operated(host):
+            # Customer-owned names live under AWS domains too (API Gateway, load balancers, EC2
+            # public names, S3 websites): their owner would receive the signed headers.
+            raise HostNotAllowed(
+                f"host {host!r} is not a name AWS itself answers (its owner would receive the "
+                "signed headers and session token); list it exactly in allow_hosts, or route "
+                "it, to sign for it"
             )
         endpoint = endpoint_for_host(host, self._region)
         if endpoint is None:
             raise HostNotAllowed(f"host {host!r} is allowed but names no AWS service and region")
-        # Customer-controlled names live under AWS domains too (EC2 public DNS, S3 websites,
-        # load balancers): a wildcard admits only hosts of services AWS's models know.
-        if not is_known_prefix(endpoint.endpoint_prefix) and host not in self._exact_allow:
-            raise HostNotAllowed(
-                f"host {host!r} names no AWS API endpoint this proxy knows; add it to "
-                "allow_hosts exactly (or a route) to sign for it"
-            )
         return endpoint
 
     def _host_route_endpoint(self, index: int, host: str) -> Endpoint:

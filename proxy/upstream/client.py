@@ -17,7 +17,15 @@ from multidict import CIMultiDictProxy
 
 from proxy.config.model import UpstreamConfig
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from proxy.upstream.http1 import Body, Http1Error, Http1Pool, Http1Response, Origin
+from proxy.upstream.http1 import (
+    Body,
+    Http1Error,
+    Http1Pool,
+    Http1Response,
+    OpenConnection,
+    Origin,
+    open_tcp,
+)
 
 # Error bodies are read whole so the retry verdict can see the error code; AWS error documents
 # are a few hundred bytes, this cap keeps a misbehaving upstream from filling memory.
@@ -54,7 +62,7 @@ class UpstreamClient:
     (STS, IMDS, container credentials), where aiohttp's conveniences are worth their cost.
     """
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, open_connection: OpenConnection = open_tcp) -> None:
         self._config = config
         self._session: aiohttp.ClientSession | None = None
         self._pool = Http1Pool(
@@ -62,6 +70,7 @@ class UpstreamClient:
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             ssl_context=_ssl_context(config),
+            open_connection=open_connection,
         )
 
     @property

@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -40,6 +41,27 @@ class Origin:
     scheme: str
     host: str
     port: int
+
+
+class OpenConnection(Protocol):
+    """Opens one upstream connection (DNS lookup included); the seam tests count calls on."""
+
+    async def __call__(
+        self, origin: Origin, ssl_context: ssl.SSLContext | None, limit: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
+
+
+async def open_tcp(
+    origin: Origin, ssl_context: ssl.SSLContext | None, limit: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The real connection: resolve `origin.host`, connect, TLS when `ssl_context` is given."""
+    return await asyncio.open_connection(
+        origin.host,
+        origin.port,
+        ssl=ssl_context,
+        server_hostname=origin.host if ssl_context is not None else None,
+        limit=limit,
+    )
 
 
 @dataclass(eq=False)
@@ -192,8 +214,10 @@ class Http1Pool:
         read_timeout: float,
         ssl_context: ssl.SSLContext,
         keepalive: float = 30.0,
+        open_connection: OpenConnection = open_tcp,
     ) -> None:
         self.read_timeout = read_timeout
+        self._open = open_connection
         self._connect_timeout = connect_timeout
         self._ssl = ssl_context
         self._keepalive = keepalive
@@ -289,12 +313,8 @@ class Http1Pool:
                 return conn
             conn.close()
         async with asyncio.timeout(self._connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                origin.host,
-                origin.port,
-                ssl=self._ssl if origin.scheme == "https" else None,
-                server_hostname=origin.host if origin.scheme == "https" else None,
-                limit=MAX_HEAD,
+            reader, writer = await self._open(
+                origin, self._ssl if origin.scheme == "https" else None, MAX_HEAD
             )
         return _Connection(origin, reader, writer)
 
