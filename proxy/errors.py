@@ -2,14 +2,17 @@
 
 ProxyError
  ├── BadRequest              400 bad-request      (malformed request from the client)
+ ├── ClientBodyTimeout       408 client-body-timeout (the client stopped sending its body)
  ├── HostNotAllowed          403 host-not-allowed (outside allow_hosts and routes)
  ├── MethodNotAllowed        405 connect-refused  (CONNECT cannot be signed)
  ├── PayloadTooLarge         413 body-too-large
  ├── NoCredentials           503 no-credentials   (the chain yielded nothing)
  ├── MfaRequired             503 mfa-required
  ├── RateLimited             (service's own throttle) rate-limited
- ├── UpstreamUnavailable     502 upstream-unavailable (connect/reset)
- └── UpstreamTimeout         504 upstream-timeout
+ ├── PoolExhausted           503 upstream-pool-exhausted (no pool slot in time: not an attempt)
+ ├── UpstreamUnavailable     502 upstream-unavailable (connect/reset)       ┐ reached the
+ ├── UpstreamBadResponse     502 upstream-bad-response (not HTTP/1.1)      │ upstream: an
+ └── UpstreamTimeout         504 upstream-timeout                          ┘ attempt
 CredentialError is separate: a provider's own failure, turned into NoCredentials by the chain.
 """
 
@@ -24,6 +27,8 @@ class ProxyError(Exception):
     # Upstream attempts made before this error ended the request. 0 for refusals (nothing was
     # sent: no `x-throttle-proxy-attempts`); the retry loop sets it when attempts were made.
     attempts: int = 0
+    # True when the request went out before this error: it counts as an upstream attempt.
+    reached_upstream: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -33,6 +38,11 @@ class ProxyError(Exception):
 class BadRequest(ProxyError):
     status = 400
     reason = "bad-request"
+
+
+class ClientBodyTimeout(ProxyError):
+    status = 408
+    reason = "client-body-timeout"
 
 
 class HostNotAllowed(ProxyError):
@@ -71,14 +81,32 @@ class RateLimited(ProxyError):
         self.rule = rule
 
 
+class PoolExhausted(ProxyError):
+    """Every upstream pool slot stayed busy: nothing was sent, so it is no upstream attempt
+    and no retry reason (a retry would only queue again)."""
+
+    status = 503
+    reason = "upstream-pool-exhausted"
+
+
 class UpstreamUnavailable(ProxyError):
     status = 502
     reason = "upstream-unavailable"
+    reached_upstream = True
+
+
+class UpstreamBadResponse(ProxyError):
+    """The upstream answered with something that is not well-framed HTTP/1.1; final."""
+
+    status = 502
+    reason = "upstream-bad-response"
+    reached_upstream = True
 
 
 class UpstreamTimeout(ProxyError):
     status = 504
     reason = "upstream-timeout"
+    reached_upstream = True
 
 
 class CredentialError(Exception):

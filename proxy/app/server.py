@@ -69,7 +69,7 @@ class ProxyServer:
         self.config = config
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
-        self.upstream = upstream or UpstreamClient(config.upstream)
+        self.upstream = upstream or UpstreamClient(config.upstream, metrics=self.metrics)
         self._env = env
         self._profile = profile
         self._mfa_code = mfa_code

@@ -45,6 +45,13 @@ class Metrics:
             ["service", "operation", "outcome"],
             registry=r,
         )
+        self.upstream_pool_wait_seconds = Histogram(
+            PREFIX + "upstream_pool_wait_seconds",
+            "Time requests waited for a free upstream pool slot (only requests that found the "
+            "pool full; not an upstream attempt).",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
         self.retries_total = Counter(
             PREFIX + "retries_total",
             "Retries made, by reason (throttling, transient, connection, timeout).",

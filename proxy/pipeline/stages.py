@@ -32,7 +32,7 @@ from proxy.bodies.client import (
 from proxy.clock import Clock
 from proxy.config.model import Config
 from proxy.credentials.base import CredentialSource
-from proxy.errors import BadRequest, PayloadTooLarge, ProxyError
+from proxy.errors import BadRequest, ClientBodyTimeout, PayloadTooLarge, ProxyError
 from proxy.faults.stage import FaultInjector
 from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics, status_class
@@ -257,8 +257,10 @@ class RequestPipeline:
                     async for chunk in stream_body(upstream):
                         await response.write(chunk)
                 except ProxyError as error:
-                    # Headers are gone: the only honest signal left is a cut connection.
-                    ctx.error = error.reason
+                    # Headers are gone: the only honest signal left is a cut connection, and
+                    # the record says the request failed (never a 2xx for a cut body).
+                    ctx.status, ctx.error = error.status, error.reason
+                    self._metrics.proxy_errors_total.labels(error.reason).inc()
                     log.warning("upstream-body-failed", error=error.message)
                     response.force_close()
                     return response
@@ -288,7 +290,9 @@ class RequestPipeline:
         response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
         if ctx.attempts:
             response.headers[ATTEMPTS_HEADER] = str(ctx.attempts)
-        if isinstance(error, BadRequest | PayloadTooLarge) or request.method == "CONNECT":
+        if isinstance(error, BadRequest | ClientBodyTimeout | PayloadTooLarge) or (
+            request.method == "CONNECT"
+        ):
             # The connection may hold unread garbage (or a body we refused); do not reuse it.
             response.force_close()
         return response

@@ -6,8 +6,8 @@ left (`stop_after_attempt`), then the total deadline (no backoff that would end 
 the service's retry quota (asked last, so tokens are only spent on retries that happen).
 Sleep, random source and clock are injected; a cancelled request (client gone) stops at once.
 A ProxyError that ends the loop carries `.attempts`: the attempts that reached the wire (the
-ones `upstream_attempts_total` counts), so an error raised before sending (no credentials)
-does not count its own attempt.
+ones `upstream_attempts_total` counts; `ProxyError.reached_upstream`), so an error raised
+before sending (no credentials, no free pool slot) does not count its own attempt.
 """
 
 from __future__ import annotations
@@ -212,9 +212,9 @@ class _Attempts:
         self._replayed = outcome
 
     def made(self, exc: ProxyError) -> int:
-        """Attempts that reached the wire when `exc` ended the loop: an error that is not a
-        connection failure or timeout was raised before its attempt was sent."""
-        return self.count if judge_exception(exc).is_retryable else self.count - 1
+        """Attempts that reached the wire when `exc` ended the loop: an error raised before
+        its attempt was sent (no credentials, no pool slot) does not count its own."""
+        return self.count if exc.reached_upstream else self.count - 1
 
     async def attempt(self) -> _Answered:
         replayed, self._replayed = self._replayed, None
@@ -228,7 +228,7 @@ class _Attempts:
             response = await self.send(self.count)
         except ProxyError as exc:
             verdict = judge_exception(exc)
-            if verdict.is_retryable:  # the request left; anything else failed before sending
+            if exc.reached_upstream:  # the request left; anything else failed before sending
                 children.attempts.child(
                     (self._service, self._operation, attempt_outcome(verdict, None))
                 ).inc()

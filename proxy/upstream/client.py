@@ -1,8 +1,15 @@
 """The one place the proxy talks HTTP to AWS: pooled connections, exceptions mapped.
 
-Every exception raised by an upstream send is translated here into UpstreamUnavailable or
-UpstreamTimeout (streamed bodies: see `stream_body`), so nothing above this module knows the
-transport's error tree.
+Every exception raised while sending, reading the answer's head and body, or streaming it
+(`stream_body`) goes through one function, `map_upstream_error` (as httpx's
+map_httpcore_exceptions), so nothing above this module knows the transport's error tree:
+
+  PoolSlotTimeout                       -> PoolExhausted        (nothing sent: not an attempt)
+  TimeoutError                          -> UpstreamTimeout
+  MalformedResponse                     -> UpstreamBadResponse  (final, never forwarded)
+  OSError, Http1Error, IncompleteRead   -> UpstreamUnavailable
+  ClientBodyFailed                      -> the client's own failure: a ProxyError it raised,
+                                           BadRequest (short body), ClientBodyTimeout (stall)
 """
 
 from __future__ import annotations
@@ -16,14 +23,26 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from proxy.config.model import UpstreamConfig
-from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import (
+    BadRequest,
+    ClientBodyTimeout,
+    PoolExhausted,
+    ProxyError,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.observability.metrics import Metrics
 from proxy.upstream.http1 import (
     Body,
+    ClientBodyFailed,
     Http1Error,
     Http1Pool,
     Http1Response,
+    MalformedResponse,
     OpenConnection,
     Origin,
+    PoolSlotTimeout,
     open_tcp,
 )
 
@@ -62,7 +81,12 @@ class UpstreamClient:
     (STS, IMDS, container credentials), where aiohttp's conveniences are worth their cost.
     """
 
-    def __init__(self, config: UpstreamConfig, open_connection: OpenConnection = open_tcp) -> None:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        open_connection: OpenConnection = open_tcp,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._config = config
         self._session: aiohttp.ClientSession | None = None
         self._pool = Http1Pool(
@@ -71,6 +95,7 @@ class UpstreamClient:
             read_timeout=config.read_timeout,
             ssl_context=_ssl_context(config),
             open_connection=open_connection,
+            on_slot_wait=metrics.upstream_pool_wait_seconds.observe if metrics else None,
         )
 
     @property
@@ -104,15 +129,13 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send one request; `target` (path and query) and `headers` go exactly as signed.
         `deadline` (event-loop time) bounds the wait for the answer below read_timeout."""
-        where = f"{origin.scheme}://{origin.host}:{origin.port}"
+        where = f"upstream {origin.scheme}://{origin.host}:{origin.port}"
         try:
             answer = await self._pool.request(
                 origin, method, target, headers, body, deadline, preload=SMALL_BODY
             )
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream {where} did not answer in time") from exc
-        except (OSError, Http1Error, asyncio.IncompleteReadError) as exc:
-            raise UpstreamUnavailable(f"upstream {where} failed: {_describe(exc)}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise map_upstream_error(exc, where) from exc
         if answer.preloaded is not None:
             answer.release()
             return UpstreamResponse(answer.status, answer.headers, answer.preloaded, None)
@@ -120,13 +143,41 @@ class UpstreamClient:
             return UpstreamResponse(answer.status, answer.headers, None, answer)
         try:
             payload = await answer.read(MAX_ERROR_BODY)
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream {where} stalled sending its answer") from exc
-        except (OSError, Http1Error, asyncio.IncompleteReadError) as exc:
-            raise UpstreamUnavailable(f"upstream {where} failed: {_describe(exc)}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise map_upstream_error(exc, f"{where} sending its answer") from exc
         finally:
             answer.release()
         return UpstreamResponse(answer.status, answer.headers, payload, None)
+
+
+# What the pool raises; anything else is a bug of ours and stays as it is.
+_TRANSPORT_ERRORS = (OSError, Http1Error, asyncio.IncompleteReadError, ClientBodyFailed)
+
+
+def map_upstream_error(exc: BaseException, where: str) -> Exception:
+    """The proxy's error for a failure on the upstream side (`where` names the upstream).
+
+    The one mapping from transport exceptions to the error tree (see the module docstring)."""
+    if isinstance(exc, ClientBodyFailed):
+        return _client_failure(exc.failure)
+    if isinstance(exc, PoolSlotTimeout):
+        return PoolExhausted(f"{where}: {exc}; raise upstream.pool_size or lower the load")
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"{where} did not answer in time")
+    if isinstance(exc, MalformedResponse):
+        return UpstreamBadResponse(f"{where} sent a malformed answer: {exc}")
+    return UpstreamUnavailable(f"{where} failed: {_describe(exc)}")
+
+
+def _client_failure(failure: Exception) -> Exception:
+    """A streamed upload failed on the client's side: say so, and never blame the upstream."""
+    if isinstance(failure, ProxyError):
+        return failure  # the client side already named it
+    if isinstance(failure, asyncio.IncompleteReadError):
+        return BadRequest("the client sent fewer body bytes than its Content-Length")
+    if isinstance(failure, TimeoutError):
+        return ClientBodyTimeout("the client stopped sending its body")
+    return failure  # a connection the client dropped: recorded as the client's (499)
 
 
 def _ssl_context(config: UpstreamConfig) -> ssl.SSLContext:
@@ -167,9 +218,5 @@ async def stream_body(response: UpstreamResponse) -> AsyncIterator[bytes]:
     try:
         async for piece in response.stream.iter_chunks():
             yield piece
-    except TimeoutError as exc:
-        raise UpstreamTimeout("upstream stalled in the middle of the body") from exc
-    except (OSError, Http1Error, asyncio.IncompleteReadError) as exc:
-        raise UpstreamUnavailable(
-            f"upstream failed in the middle of the body: {_describe(exc)}"
-        ) from exc
+    except _TRANSPORT_ERRORS as exc:
+        raise map_upstream_error(exc, "upstream mid-body") from exc

@@ -8,7 +8,8 @@ response is parsed with its framing (Content-Length, chunked, or until close), a
 goes back to the pool only when its response was read to the end. A pooled connection the
 server has closed is dropped before use, so a request is never silently sent twice.
 
-Errors leave this module as OSError/TimeoutError/Http1Error; `proxy.upstream.client` maps them.
+Errors leave this module as OSError/TimeoutError/Http1Error (MalformedResponse for an answer
+that is not well framed, see `framing`) or PoolSlotTimeout; `proxy.upstream.client` maps them.
 """
 
 from __future__ import annotations
@@ -17,23 +18,46 @@ import asyncio
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
+
+from proxy.upstream.framing import Http1Error, MalformedResponse, parse_response_head
+
+__all__ = [
+    "Body",
+    "ClientBodyFailed",
+    "Http1Error",
+    "Http1Pool",
+    "Http1Response",
+    "MalformedResponse",
+    "OpenConnection",
+    "Origin",
+    "PoolSlotTimeout",
+    "open_tcp",
+]
 
 MAX_HEAD = 64 * 1024  # status line + headers of one response
 _SWEEP_EVERY = 256  # connections returned between sweeps of the idle pool
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 READ_CHUNK = 64 * 1024
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 Body = bytes | AsyncIterator[bytes] | None
 
 
-class Http1Error(Exception):
-    """The upstream spoke something that is not valid HTTP/1.1 (or closed mid-message)."""
+class ClientBodyFailed(Exception):
+    """Reading the client's body failed while it streamed upstream: the client's fault (a
+    short or stalled body), not the upstream's. `failure` is what the body source raised."""
+
+    def __init__(self, failure: Exception) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+class PoolSlotTimeout(TimeoutError):
+    """No pool slot came free in time: nothing was sent, so this is not an upstream attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +112,7 @@ async def _line(reader: asyncio.StreamReader) -> bytes:
     try:
         return await reader.readuntil(b"\r\n")
     except asyncio.LimitOverrunError as exc:
-        raise Http1Error("chunk framing line too long") from exc
+        raise MalformedResponse("chunk framing line too long") from exc
     except asyncio.IncompleteReadError as exc:
         raise Http1Error("connection closed inside the chunked framing") from exc
 
@@ -142,7 +166,7 @@ class Http1Response:
         async for part in self.iter_chunks():
             size += len(part)
             if size > limit:
-                raise Http1Error(f"body larger than {limit} bytes")
+                raise MalformedResponse(f"body larger than {limit} bytes")
             parts.append(part)
         return b"".join(parts)
 
@@ -160,7 +184,7 @@ class Http1Response:
                 size_line = await _line(reader)
                 digits = size_line.split(b";", 1)[0].strip()
                 if not _HEX.fullmatch(digits):
-                    raise Http1Error(f"bad chunk size line {size_line[:40]!r}")
+                    raise MalformedResponse(f"bad chunk size line {size_line[:40]!r}")
                 size = int(digits, 16)
                 if size == 0:
                     while (await _line(reader)) != b"\r\n":
@@ -174,7 +198,7 @@ class Http1Response:
             self._remaining = (self._remaining or 0) - len(part)
             if self._remaining == 0:
                 if await reader.readexactly(2) != b"\r\n":
-                    raise Http1Error("chunk not followed by CRLF")
+                    raise MalformedResponse("chunk not followed by CRLF")
                 self._remaining = None  # the next size line decides
             return part
         if self._remaining is None:  # until close
@@ -215,9 +239,12 @@ class Http1Pool:
         ssl_context: ssl.SSLContext,
         keepalive: float = 30.0,
         open_connection: OpenConnection = open_tcp,
+        on_slot_wait: Callable[[float], None] | None = None,
     ) -> None:
         self.read_timeout = read_timeout
         self._open = open_connection
+        self._size = size
+        self._on_slot_wait = on_slot_wait  # seconds a request waited for a free slot
         self._connect_timeout = connect_timeout
         self._ssl = ssl_context
         self._keepalive = keepalive
@@ -245,11 +272,8 @@ class Http1Pool:
         now = loop.time()
         if deadline is not None and now >= deadline:
             raise TimeoutError("deadline passed before the request was sent")
-        # Waiting for a free slot is bounded like connecting: a pool full of slow downloads
-        # must not hold every other call forever.
         if self._slots.locked():
-            async with asyncio.timeout_at(_earliest(now + self._connect_timeout, deadline)):
-                await self._slots.acquire()
+            await self._wait_for_slot(now, deadline)
         else:
             await self._slots.acquire()  # free: returns at once, no timer needed
         conn: _Connection | None = None
@@ -271,6 +295,19 @@ class Http1Pool:
             self._slots.release()
             raise
         return response
+
+    async def _wait_for_slot(self, now: float, deadline: float | None) -> None:
+        """Wait for a free slot, bounded like connecting: a pool full of slow downloads must
+        not hold every other call forever. The wait is reported to `on_slot_wait`."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(_earliest(now + self._connect_timeout, deadline)):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise PoolSlotTimeout(f"all {self._size} pool slots stayed busy") from exc
+        finally:
+            if self._on_slot_wait is not None:
+                self._on_slot_wait(loop.time() - now)
 
     def put_back(self, conn: _Connection) -> None:
         self._returns += 1
@@ -354,13 +391,17 @@ class Http1Pool:
         conn.writer.write(head_bytes)
         pieces = aiter(body)
         while True:
-            # Each piece (read from the client, then written upstream) within the read timeout:
-            # a stalled client or an upstream that stops reading frees the slot.
-            async with asyncio.timeout(self.read_timeout):
-                try:
+            # Each piece read from the client, and each write upstream, within the read
+            # timeout: a stalled client or an upstream that stops reading frees the slot. What
+            # the client's side raises is the client's failure, kept apart (ClientBodyFailed).
+            try:
+                async with asyncio.timeout(self.read_timeout):
                     piece = await anext(pieces)
-                except StopAsyncIteration:
-                    break
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                raise ClientBodyFailed(exc) from exc
+            async with asyncio.timeout(self.read_timeout):
                 conn.writer.write(piece)
                 await conn.writer.drain()
 
@@ -371,46 +412,20 @@ class Http1Pool:
             except asyncio.IncompleteReadError as exc:
                 raise Http1Error("connection closed before a response") from exc
             except asyncio.LimitOverrunError as exc:
-                raise Http1Error("response headers too large") from exc
-            status, version, headers = _parse_head(head)
-            if not 100 <= status < 200 or status == 101:
+                raise MalformedResponse("response headers too large") from exc
+            parsed = parse_response_head(head, method)
+            if not 100 <= parsed.status < 200 or parsed.status == 101:
                 break  # 1xx interim answers (100 Continue) are skipped
-        connection = headers.get("Connection", "").lower()
-        keep_alive = "close" not in connection and (version == "1.1" or "keep-alive" in connection)
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        remaining: int | None
-        if method == "HEAD" or status in _NO_BODY_STATUSES:
-            remaining, chunked = 0, False
-        elif chunked:
-            remaining = None
-        elif (length := headers.get("Content-Length")) is not None:
-            if not (length.isascii() and length.isdigit()):
-                raise Http1Error(f"bad Content-Length {length[:40]!r}")
-            remaining = int(length)
-        else:
-            remaining, keep_alive = None, False
-        return Http1Response(self, conn, status, headers, remaining, chunked, keep_alive)
+        return Http1Response(
+            self,
+            conn,
+            parsed.status,
+            parsed.headers,
+            parsed.length,
+            parsed.chunked,
+            parsed.keep_alive,
+        )
 
 
 def _earliest(when: float, deadline: float | None) -> float:
     return when if deadline is None else min(when, deadline)
-
-
-def _parse_head(head: bytes) -> tuple[int, str, CIMultiDictProxy[str]]:
-    text = head.decode("utf-8", "surrogateescape")
-    status_line, _, rest = text.partition("\r\n")
-    parts = status_line.split(" ", 2)
-    status = parts[1] if len(parts) > 1 else ""
-    if not parts[0].startswith("HTTP/1.") or len(status) != 3 or not status.isascii():
-        raise Http1Error(f"bad status line {status_line[:60]!r}")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in rest.split("\r\n"):
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise Http1Error(f"bad header line {line[:60]!r}")
-        headers.add(name, value.strip())
-    if not status.isdigit():
-        raise Http1Error(f"bad status line {status_line[:60]!r}")
-    return int(status), parts[0][5:], CIMultiDictProxy(headers)
