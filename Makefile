@@ -21,11 +21,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 venv: $(STAMP)
 
-# System packages the tests start for real: redis-server (shared limiter tests).
+# System packages the tests start for real: redis-server (shared limiter tests), chromium
+# (renders the HTML run report; its test skips, saying why, if the package cannot be had).
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+	  || echo "chromium could not be installed: the HTML report render test will skip"; }
 
 run: $(VENV)/.installed
 	$(BIN)/throttle-proxy run --config $(CONFIG)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy.app.admin_api import LoadTestApi, read_admin_token
 from proxy.app.readiness import ReadinessProbe
+from proxy.aws.operations import Operation
 from proxy.aws.routing import Router
 from proxy.clock import Clock, SystemClock
 from proxy.config.model import Config, ConfigError, load_config
@@ -26,6 +28,7 @@ from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics
 from proxy.pipeline.stages import PipelineParts, RequestPipeline
 from proxy.ratelimit import build_rate_limiter, effective_rules
+from proxy.report.recorder import RunRecorder
 from proxy.retry import AttemptRunner
 from proxy.upstream.client import UpstreamClient
 
@@ -76,14 +79,23 @@ class ProxyServer:
         self._credentials_override = credentials
         self.credentials: CredentialSource | None = credentials
         self.limiter = build_rate_limiter(config, self.metrics, self.clock)
+        self.recorder = RunRecorder(self.clock)
         self.attempts = AttemptRunner(
             config.retry,
             self.metrics,
             clock=self.clock,
-            on_throttle=self.limiter.observe_throttle,
+            on_throttle=self._on_throttle,
             on_success=self.limiter.observe_success,
+            on_retry=lambda op: self.recorder.retried(op.service, op.label),
         )
-        self.faults = FaultInjector(config.faults, config.fault_seed, self.metrics, self.clock)
+        self.faults = FaultInjector(
+            config.faults,
+            config.fault_seed,
+            self.metrics,
+            self.clock,
+            on_inject=lambda op, _rule: self.recorder.fault(op.service, op.label),
+        )
+        self._admin_token = read_admin_token(config)
         self.pipeline: RequestPipeline | None = None
         self.readiness = ReadinessProbe()
         self._runners: list[web.BaseRunner] = []
@@ -117,6 +129,7 @@ class ProxyServer:
             metrics=self.metrics,
             clock=self.clock,
             faults=self.faults,
+            recorder=self.recorder,
         )
         proxy_server = web.Server(
             self._handle,
@@ -169,7 +182,13 @@ class ProxyServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        quota = self.attempts.quota
+        LoadTestApi(self.faults, self.recorder, quota.available, self._admin_token).add_routes(app)
         return app
+
+    def _on_throttle(self, op: Operation) -> None:
+        self.limiter.observe_throttle(op)
+        self.recorder.throttled(op.service, op.label)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

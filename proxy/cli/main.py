@@ -1,4 +1,4 @@
-"""`throttle-proxy run | check-config | whoami | mfa` (also `python -m proxy …`)."""
+"""`throttle-proxy run | check-config | whoami | mfa | report` (also `python -m proxy …`)."""
 
 from __future__ import annotations
 
@@ -42,16 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     from proxy.cli.credentials import add_credential_commands
 
     add_credential_commands(commands)
+    from proxy.cli.report import add_report_command
+
+    add_report_command(commands)
     return parser
 
 
 def _load(path: str | None) -> Config:
     """The config, checked as far as start-up would check it (routes compile)."""
+    from proxy.app.admin_api import read_admin_token
     from proxy.aws.routing import Router
 
     config = load_config(path) if path else Config()
     try:
         Router(config)
+        read_admin_token(config)
     except ConfigError as error:
         raise error.in_file(path or "<defaults>") from None
     return config

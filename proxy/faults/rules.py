@@ -110,6 +110,14 @@ class FaultSet:
     upstream: tuple[CompiledFault, ...] = field(default=())
     client: tuple[CompiledFault, ...] = field(default=())
 
+    def without(self, name: str) -> FaultSet:
+        """The same compiled rules (state kept) less the one named `name`."""
+        return FaultSet(
+            tuple(c for c in self.rules if c.name != name),
+            tuple(c for c in self.upstream if c.name != name),
+            tuple(c for c in self.client if c.name != name),
+        )
+
     def decide(
         self, rules: Sequence[CompiledFault], scope: FaultScope, now: float
     ) -> FaultDecision:

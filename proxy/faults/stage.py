@@ -70,6 +70,16 @@ class FaultInjector:
         self.client_on = bool(self.faults.client)
         log.info("faults-loaded", rules=[rule.name for rule in rules])
 
+    def remove(self, name: str) -> bool:
+        """Take one rule out of force; the others keep their counters and windows."""
+        if all(c.name != name for c in self.faults.rules):
+            return False
+        self.faults = self.faults.without(name)
+        self.upstream_on = bool(self.faults.upstream)
+        self.client_on = bool(self.faults.client)
+        log.info("fault-removed", rule=name)
+        return True
+
     def describe(self) -> list[dict[str, object]]:
         return describe_faults(self.faults)
 

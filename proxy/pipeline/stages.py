@@ -37,6 +37,7 @@ from proxy.faults.stage import FaultInjector
 from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics, status_class
 from proxy.ratelimit import RateLimiter
+from proxy.report.recorder import RunRecorder
 from proxy.retry import AttemptRunner
 from proxy.signing.sigv4 import SigningKeyCache, sign
 from proxy.signing.streaming import streaming_upload
@@ -93,9 +94,11 @@ class RequestPipeline:
         metrics: Metrics,
         clock: Clock,
         faults: FaultInjector | None = None,
+        recorder: RunRecorder | None = None,
     ) -> None:
         self.parts = parts
         self.faults = faults or FaultInjector((), None, metrics, clock)
+        self.recorder = recorder
         self._credentials = credentials
         self._upstream = upstream
         self._metrics = metrics
@@ -313,6 +316,9 @@ class RequestPipeline:
             self._children[key] = children
         children[0].inc()
         children[1].observe(duration)
+        if self.recorder is not None:
+            refused = ctx.error == "rate-limited"
+            self.recorder.request(service, operation, ctx.status, duration, ctx.waited, refused)
         if not self._log_requests:
             return
         log.info(

@@ -86,6 +86,7 @@ class AttemptRunner:
         rand: Callable[[], float] = random.random,
         on_throttle: OperationHook | None = None,
         on_success: OperationHook | None = None,
+        on_retry: OperationHook | None = None,
     ) -> None:
         self._config = config
         self._policy = BackoffPolicy.from_config(config)
@@ -97,6 +98,7 @@ class AttemptRunner:
         self.rand = rand
         self.on_throttle = on_throttle
         self.on_success = on_success
+        self.on_retry = on_retry
 
     @property
     def quota(self) -> RetryQuota:
@@ -281,6 +283,8 @@ class _Attempts:
         verdict = self.describe(state)[0]
         children = self.runner.children
         children.retries.child((self._service, str(verdict.reason))).inc()
+        if self.runner.on_retry is not None:
+            self.runner.on_retry(self.op)
         children.backoff.child((self._service,)).observe(state.upcoming_sleep)
         outcome = state.outcome
         if outcome is not None and not outcome.failed:

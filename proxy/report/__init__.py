@@ -1,0 +1,1 @@
+"""The load-test run report: recording, the report data, its table and HTML forms."""
