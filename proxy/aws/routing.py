@@ -20,6 +20,7 @@ from proxy.aws.endpoints import Endpoint, endpoint_for_host, is_known_prefix
 from proxy.aws.hostgrammar import aws_operated
 from proxy.config.model import Config, ConfigError, Route
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
+from proxy.signing.queryauth import client_query_auth
 from proxy.signing.sigv4 import SigningInput
 from proxy.upstream.http1 import Origin
 
@@ -33,8 +34,9 @@ class Target:
     origin: Origin  # where to connect
     host_header: str  # sent and signed: the AWS name (or a path-prefix route's upstream host)
     path: str  # raw, percent-encoded, as it will be sent
-    query: str  # raw query string as received, without '?'
+    query: str  # raw query string as received, without '?' (client auth parameters removed)
     endpoint: Endpoint
+    presigned: bool = False  # the client signed it in its query: forwarded unsigned by us
 
     @property
     def scheme(self) -> str:
@@ -199,8 +201,10 @@ class Router:
             authority, raw_path = host_header, raw_target
         else:
             raise BadRequest(f"unsupported request target {raw_target[:100]!r}")
-        path, _, query = raw_path.partition("?")
+        path, _, raw_query = raw_path.partition("?")
         path = path.split("#", 1)[0] or "/"
+        query_auth = client_query_auth(raw_query)
+        query, presigned = query_auth.query, query_auth.presigned
         decision = self._decide(authority)
         # Path-prefix routes listed before the host's first matching host route come first.
         for compiled in self._routes[: decision.host_route]:
@@ -215,6 +219,7 @@ class Router:
                     stripped,
                     query,
                     compiled.prefix_endpoint,
+                    presigned,
                 )
         if decision.refusal is not None:
             raise HostNotAllowed(decision.refusal)
@@ -227,8 +232,11 @@ class Router:
                 f"/{decision.path_style_bucket}{path}",
                 query,
                 decision.endpoint,
+                presigned,
             )
-        return Target(decision.origin, decision.host_value, path, query, decision.endpoint)
+        return Target(
+            decision.origin, decision.host_value, path, query, decision.endpoint, presigned
+        )
 
     def _decide_uncached(self, authority: str) -> _HostDecision:
         """Everything about a request that depends on its host alone (memoised per host)."""

@@ -39,6 +39,7 @@ from proxy.observability.metrics import Metrics, status_class
 from proxy.ratelimit import RateLimiter
 from proxy.report.recorder import RunRecorder
 from proxy.retry import AttemptRunner
+from proxy.signing.queryauth import presigned_send
 from proxy.signing.sigv4 import SigningKeyCache, sign
 from proxy.signing.streaming import streaming_upload
 from proxy.upstream.client import UpstreamClient, UpstreamResponse, stream_body
@@ -209,6 +210,14 @@ class RequestPipeline:
         deadline: float,
     ) -> UpstreamResponse:
         # A fresh snapshot and signature for every attempt: a retry may cross a refresh.
+        if target.presigned:
+            # Signed by the client in its query: sent as received, none of our credentials.
+            wire = presigned_send(target.host_header, target.path, target.query, headers, body)
+            if self._debug:
+                log.debug("upstream-attempt", target=wire.target, headers=dict(wire.headers))
+            return await self._upstream.send(
+                method, target.origin, wire.target, wire.headers, wire.body, deadline
+            )
         creds = await self._credentials.get()
         now = self._clock.time()
         if payload_hash is not None and body.data is not None:
