@@ -12,16 +12,19 @@ import sys
 from collections.abc import MutableMapping
 from functools import lru_cache
 from typing import Any, TextIO
+from urllib.parse import unquote
 
 import structlog
 from structlog.typing import FilteringBoundLogger
+
+from proxy.signing.queryauth import SECRET_PARAMETERS
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
 
 # Keys whose values are never logged, whatever they hold.
 _SECRET_KEYS = re.compile(
-    r"(secret|password|passwd|token|authorization|signature|credential|customer-key)",
+    r"(secret|password|passwd|token|authorization|signature|credential|customer-key|cookie)",
     re.IGNORECASE,
 )
 # Values that look like secrets wherever they appear: SigV4 signatures, AWS session tokens and
@@ -32,13 +35,23 @@ _SECRET_VALUES = re.compile(
     r"(X-Amz-Security-Token=)[^&\s]+|(X-Amz-Signature=)[^&\s]+",
     re.IGNORECASE,
 )
+# A query parameter in a logged target or URL: `?name=value` / `&name=value` (or a bare query).
+_QUERY_PARAMETER = re.compile(r"(?:(?<=[?&])|^)([^=&?#\s]+)=([^&#\s]*)")
 REDACTED = "[redacted]"
+
+
+def _query_parameter(match: re.Match[str]) -> str:
+    # Names compared decoded and case-folded, as AWS reads them: `X-Amz-%53ignature` too.
+    if unquote(match[1]).lower() in SECRET_PARAMETERS:
+        return f"{match[1]}={REDACTED}"
+    return match[0]
 
 
 def _scrub_text(value: str) -> str:
     if "=" not in value:  # every secret-shaped pattern has one; most log values do not
         return value
-    return _SECRET_VALUES.sub(lambda m: next(g for g in m.groups() if g) + REDACTED, value)
+    value = _SECRET_VALUES.sub(lambda m: next(g for g in m.groups() if g) + REDACTED, value)
+    return _QUERY_PARAMETER.sub(_query_parameter, value)
 
 
 def _scrub(value: Any) -> Any:
@@ -47,6 +60,8 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: REDACTED if _is_secret_key(k) else _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        if len(value) == 2 and _is_secret_key(value[0]):
+            return [value[0], REDACTED]  # a (name, value) header pair
         return [_scrub(v) for v in value]
     return value
 

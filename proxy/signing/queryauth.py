@@ -34,6 +34,17 @@ AUTH_PARAMETERS = frozenset(
         "securitytoken",
     }
 )
+# The ones whose values are secrets or identify a key: never logged.
+SECRET_PARAMETERS = frozenset(
+    {
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "awsaccesskeyid",
+        "signature",
+        "securitytoken",
+    }
+)
 # Substrings one of those names must contain when not percent-encoded: the cheap test that
 # lets an ordinary query through without being split.
 _TELLTALES = ("x-amz-", "signature", "awsaccesskeyid", "securitytoken")

@@ -17,6 +17,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from tests.fakes.aws_upstream import FakeAws, Seen
+from tests.polling import eventually
 from tests.servers import (
     EXAMPLE_KEY_ID,
     EXAMPLE_SECRET,
@@ -191,3 +192,39 @@ async def test_auth_parameters_of_an_unsigned_request_are_replaced_by_our_signat
         f"AWS4-HMAC-SHA256 Credential={EXAMPLE_KEY_ID}/"
     )
     assert seen.headers["x-amz-security-token"] == SESSION_TOKEN
+
+
+async def test_client_auth_never_reaches_the_debug_log(
+    proxy: ProxyProcess, fake_aws: FakeAws
+) -> None:
+    url = _presign("GET", "virtual")
+    given = {
+        k: unquote(v) for k, _, v in (p.partition("=") for p in urlsplit(url).query.split("&"))
+    }
+    secrets = [
+        given["X-Amz-Signature"],
+        "AKIDEXAMPLE%2F",
+        SESSION_TOKEN,
+        "cookie-secret-value",
+        "cHJveHktc2VjcmV0",
+        "client-own-signature",
+        "client-query-token",
+        "v2-client-signature",
+    ]
+    extra = (
+        "Cookie: session=cookie-secret-value\r\n"
+        "Proxy-Authorization: Basic cHJveHktc2VjcmV0\r\n"
+        "Authorization: AWS4-HMAC-SHA256 Credential=x/y, Signature=client-own-signature\r\n"
+    )
+    assert await _send(proxy.port, _request_head("forward-proxy", "GET", url, 0, extra)) == 200
+    unsigned = (
+        f"GET /{BUCKET}?list-type=2&X-Amz-Security-Token=client-query-token"
+        "&Signature=v2-client-signature HTTP/1.1\r\nHost: s3.us-west-2.amazonaws.com\r\n"
+        f"Content-Length: 0\r\nConnection: close\r\n{extra}\r\n"
+    )
+    assert await _send(proxy.port, unsigned) == 200
+    assert await eventually(lambda: proxy.log_text().count('"event": "request"') >= 2, 5)
+    log = proxy.log_text()
+    assert log.count('"event": "upstream-attempt"') == 2  # debug lines were written
+    for secret in secrets:
+        assert secret not in log, secret

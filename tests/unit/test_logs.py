@@ -261,3 +261,54 @@ def test_sse_c_customer_key_header_is_redacted(logged: Lines) -> None:
         },
     )
     assert customer_key not in json.dumps(only(logged))
+
+
+CLIENT_QUERY_SECRETS = {
+    "X-Amz-Signature": SIGNATURE,
+    "X-Amz-Credential": f"{KEY_ID}%2F20150830%2Fus-east-1%2Fs3%2Faws4_request",
+    "X-Amz-Security-Token": "FwoGclientTOKEN%2Bwith%2Fescapes",
+    "Signature": "bWFkZSUyQnVwJTJGc2lnJTNE",
+    "AWSAccessKeyId": "AKIAI44QH8DHBEXAMPLE",
+    "SecurityToken": "v2clientTOKEN",
+}
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_client_auth_never_reaches_a_captured_event(level: str) -> None:
+    query = "&".join(f"{k}={v}" for k, v in CLIENT_QUERY_SECRETS.items())
+    headers = {
+        "Cookie": "session=cookie-secret-value",
+        "Authorization": AUTHORIZATION,
+        "Proxy-Authorization": "Basic cHJveHktc2VjcmV0",
+        "X-Amz-Security-Token": TOKEN,
+        "User-Agent": "app/1.0",
+    }
+    with structlog.testing.capture_logs(processors=[redact_secrets]) as events:
+        getattr(get_logger("tests"), level)(
+            "upstream-attempt",
+            target=f"/bucket/key?X-Amz-Date=20150830T123600Z&{query}&versionId=7",
+            headers=headers,
+            pairs=[("Cookie", "pair-cookie-value"), ("X-Amz-Date", "20150830T123600Z")],
+            # A name spelled with an escape is still the same parameter to AWS.
+            url="http://h/k?X-Amz-%53ignature=encoded-name-secret",
+        )
+    raw = json.dumps(events)
+    for secret in [
+        *CLIENT_QUERY_SECRETS.values(),
+        "cookie-secret-value",
+        "pair-cookie-value",
+        "cHJveHktc2VjcmV0",
+        TOKEN,
+        SIGNATURE,
+        KEY_ID,
+        "encoded-name-secret",
+    ]:
+        assert secret not in raw, secret
+    event = events[0]
+    assert event["target"] == (
+        "/bucket/key?X-Amz-Date=20150830T123600Z&"
+        + "&".join(f"{k}={REDACTED}" for k in CLIENT_QUERY_SECRETS)
+        + "&versionId=7"
+    )
+    assert event["headers"]["User-Agent"] == "app/1.0"
+    assert event["pairs"] == [["Cookie", REDACTED], ["X-Amz-Date", "20150830T123600Z"]]
