@@ -29,6 +29,8 @@ class ProxyError(Exception):
     attempts: int = 0
     # True when the request went out before this error: it counts as an upstream attempt.
     reached_upstream: bool = False
+    # The error code in the service's format; None: derived from `reason` (HostNotAllowed).
+    code: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from proxy.errors import ProxyError, RateLimited
+from proxy.errors import PayloadTooLarge, ProxyError, RateLimited
 
 ERROR_HEADER = "x-throttle-proxy-error"
 
@@ -33,8 +33,18 @@ _THROTTLE_BY_PROTOCOL = {
 }
 
 
-def _code_for(error: ProxyError) -> str:
-    """A CamelCase code from the reason: `host-not-allowed` -> `HostNotAllowed`."""
+# What AWS itself calls a body over its limit: S3 `EntityTooLarge`, the others (API Gateway,
+# DynamoDB, Lambda) `RequestEntityTooLarge`.
+_TOO_LARGE_BY_PROTOCOL = {"rest-xml": "EntityTooLarge"}
+
+
+def _code_for(error: ProxyError, protocol: str) -> str:
+    """The error's own code, else a CamelCase one from the reason: `host-not-allowed` ->
+    `HostNotAllowed`."""
+    if isinstance(error, PayloadTooLarge):
+        return _TOO_LARGE_BY_PROTOCOL.get(protocol, "RequestEntityTooLarge")
+    if error.code is not None:
+        return error.code
     return "".join(part.capitalize() for part in error.reason.split("-"))
 
 
@@ -46,7 +56,7 @@ def throttle_answer(protocol: str) -> tuple[int, str]:
 def render_error(error: ProxyError, protocol: str, request_id: str) -> ErrorAnswer:
     """The answer for `error` in `protocol` ('ec2', 'query', 'json', 'rest-json', 'rest-xml',
     anything else: plain text)."""
-    status, code = error.status, _code_for(error)
+    status, code = error.status, _code_for(error, protocol)
     retry_after: str | None = None
     if isinstance(error, RateLimited):
         status, code = throttle_answer(protocol)

@@ -95,6 +95,21 @@ def classify(
     return Operation(service, None, protocol=_rest_protocol(facts.protocols))
 
 
+def error_protocol(
+    method: str, endpoint: Endpoint, path: str, query: str, headers: Mapping[str, str]
+) -> str:
+    """The protocol to answer in when the request is refused before its body was read (the
+    body may be what names a query-protocol operation)."""
+    protocol = classify(method, endpoint, path, query, headers, None).protocol
+    if protocol == "unknown":
+        facts = service_prefix(endpoint.endpoint_prefix)
+        if "ec2" in facts.protocols:
+            return "ec2"
+        if not facts.protocols or facts.protocols & _QUERY_PROTOCOLS:
+            return "query"
+    return protocol
+
+
 def _valid_name(candidate: str) -> str | None:
     return candidate if _OPERATION_NAME.match(candidate) else None
 

@@ -1,8 +1,9 @@
 """Client request bodies: small ones buffered, hashed and replayable; large S3 uploads streamed.
 
 A body up to `max_buffered_body` is read whole so it can be hashed for the signature and sent
-again on a retry. A larger body with a Content-Length is streamed through without being held in
-memory (S3 only: aws-chunked signing or UNSIGNED-PAYLOAD); anything else gets 413.
+again on a retry. A larger S3 upload is streamed through without being held in memory
+(aws-chunked signing or UNSIGNED-PAYLOAD); a larger non-S3 body up to `max_body` is spooled to
+disk (proxy/bodies/spool.py); anything larger gets 413.
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import StreamReader
 
+from proxy.bodies.awschunked import Trailer
 from proxy.errors import BadRequest, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from proxy.bodies.spool import SpooledBody
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 STREAM_CHUNK = 64 * 1024
@@ -25,15 +31,40 @@ _HASH_IN_THREAD = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ClientBody:
-    """Either buffered `data` (replayable) or a `source` to stream `length` bytes from."""
+    """Buffered `data` (replayable), a `source` to stream `length` bytes from, a client's
+    aws-chunked body decoded as it streams (`chunked`), or a body spooled to disk (`spool`,
+    replayable). `headers` replaces the client's headers when the body changed their meaning
+    (a decoded aws-chunked body: its framing headers go, its trailing checksum becomes one)."""
 
     data: bytes | None
     length: int
     source: StreamReader | None = None
+    chunked: DecodedStream | None = None
+    spool: SpooledBody | None = None
+    headers: list[tuple[str, str]] | None = None
 
     @property
     def replayable(self) -> bool:
-        return self.data is not None
+        return self.data is not None or self.spool is not None
+
+    def upstream_headers(self, forwardable: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The client's forwardable headers, as this body needs them sent."""
+        return forwardable if self.headers is None else self.headers
+
+    def discard(self) -> None:
+        """Free what the body holds outside memory (its spool file); the request is over."""
+        if self.spool is not None:
+            self.spool.close()
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedStream:
+    """A client's aws-chunked body: `pieces` yields its plain bytes (any sizes) once; `trailer`
+    holds the checksum trailer when `pieces` is exhausted, under the announced `checksum` name."""
+
+    pieces: AsyncIterator[bytes]
+    trailer: Trailer
+    checksum: str | None
 
 
 _EMPTY = ClientBody(b"", 0)
@@ -48,13 +79,19 @@ def declared_length(value: str | None) -> int | None:
     return int(value)
 
 
-def refuse_oversized(content_length: int | None, max_buffered: int, streamable: bool) -> None:
-    """413 for a declared body over max_buffered_body that cannot be streamed."""
-    if content_length is not None and content_length > max_buffered and not streamable:
-        raise PayloadTooLarge(
-            f"body of {content_length} bytes is over max_buffered_body ({max_buffered} bytes); "
-            "only S3 uploads are streamed, raise max_buffered_body for larger bodies"
-        )
+def over_max_body(max_body: int, size: int | None = None) -> PayloadTooLarge:
+    """The 413 for a non-S3 body over `max_body`."""
+    what = f"body of {size} bytes" if size is not None else "body"
+    return PayloadTooLarge(
+        f"{what} is over max_body ({max_body} bytes); only S3 uploads are streamed, "
+        "raise max_body for larger bodies"
+    )
+
+
+def refuse_oversized(content_length: int | None, max_body: int, streamable: bool) -> None:
+    """413 for a declared body over max_body that cannot be streamed (before 100 Continue)."""
+    if content_length is not None and content_length > max_body and not streamable:
+        raise over_max_body(max_body, content_length)
 
 
 async def read_client_body(
@@ -73,7 +110,11 @@ async def read_client_body(
         data = await source.readexactly(content_length) if content_length else b""
         return ClientBody(data, len(data))
     if content_length is not None:
-        refuse_oversized(content_length, max_buffered, streamable)
+        if not streamable:
+            raise PayloadTooLarge(
+                f"body of {content_length} bytes is over max_buffered_body ({max_buffered} "
+                "bytes); only S3 uploads are streamed, raise max_buffered_body for larger bodies"
+            )
         return ClientBody(None, content_length, source)
     # No Content-Length: chunked transfer. Read up to the limit; past it we cannot sign
     # without knowing the length.

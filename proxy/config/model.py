@@ -119,6 +119,11 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     max_buffered_body: int = 8 * 1024 * 1024
+    # Non-S3 bodies past max_buffered_body are spooled to disk up to this size: the largest
+    # documented request of the common services (DynamoDB 16 MB) fits.
+    max_body: int = 32 * 1024 * 1024
+    spool_dir: str | None = None  # None: the system temp dir
+    spool_budget: int = 1024 * 1024 * 1024
     max_header_size: int = 16 * 1024
     unsigned_payload: bool = False
     shutdown_grace: float = 20.0
@@ -145,6 +150,9 @@ _TOP_KEYS = {
     "retry",
     "upstream",
     "max_buffered_body",
+    "max_body",
+    "spool_dir",
+    "spool_budget",
     "max_header_size",
     "unsigned_payload",
     "shutdown_grace",
@@ -182,6 +190,14 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
     log_level = cp.string(top.get("log_level", defaults.log_level), "log_level").lower()
     if log_level not in _LOG_LEVELS:
         raise ConfigError("log_level", f"expected one of {', '.join(_LOG_LEVELS)}")
+    max_buffered_body = cp.size(
+        top.get("max_buffered_body", defaults.max_buffered_body), "max_buffered_body"
+    )
+    max_body = cp.size(top.get("max_body", defaults.max_body), "max_body")
+    if max_body < max_buffered_body:
+        raise ConfigError(
+            "max_body", f"must be at least max_buffered_body ({max_buffered_body} bytes)"
+        )
     return Config(
         source=source,
         listen=cp.listen_address(top.get("listen", "127.0.0.1:8080"), "listen"),
@@ -201,9 +217,10 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         redis=_redis(top.get("redis"), "redis"),
         retry=_retry(top.get("retry"), "retry"),
         upstream=_upstream(top.get("upstream"), "upstream"),
-        max_buffered_body=cp.size(
-            top.get("max_buffered_body", defaults.max_buffered_body), "max_buffered_body"
-        ),
+        max_buffered_body=max_buffered_body,
+        max_body=max_body,
+        spool_dir=cp.optional_string(top.get("spool_dir"), "spool_dir"),
+        spool_budget=cp.size(top.get("spool_budget", defaults.spool_budget), "spool_budget"),
         max_header_size=cp.size(
             top.get("max_header_size", defaults.max_header_size), "max_header_size"
         ),

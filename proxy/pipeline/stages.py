@@ -20,15 +20,11 @@ from prometheus_client import Counter, Histogram
 
 from proxy.aws.errors import render_error
 from proxy.aws.headers import forwardable_request_headers, response_headers
-from proxy.aws.operations import Operation, classify
+from proxy.aws.operations import Operation, classify, error_protocol
 from proxy.aws.routing import Router, Target
-from proxy.bodies.client import (
-    ClientBody,
-    declared_length,
-    read_client_body,
-    refuse_oversized,
-    sha256_hex,
-)
+from proxy.bodies.client import ClientBody, declared_length, sha256_hex
+from proxy.bodies.intake import BodyLimits, read_body, refuse_before_continue
+from proxy.bodies.spool import SpoolArea
 from proxy.clock import Clock
 from proxy.config.model import Config
 from proxy.credentials.base import CredentialSource
@@ -109,6 +105,15 @@ class RequestPipeline:
         # At warning and above the per-request line is not written: skip building it too.
         self._log_requests = parts.config.log_level in ("debug", "info")
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._spool: SpoolArea | None = None
+
+    def _body_limits(self, config: Config) -> BodyLimits:
+        """The body limits of `config`; one spool area (and disk budget) while its settings
+        stay the same across reloads."""
+        spool = self._spool
+        if spool is None or spool.settings != (config.spool_dir, config.spool_budget):
+            spool = self._spool = SpoolArea(config.spool_dir, config.spool_budget)
+        return BodyLimits(config.max_buffered_body, config.max_body, spool)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         ctx = RequestContext(
@@ -147,16 +152,35 @@ class RequestPipeline:
         ctx.target = target
         streamable = target.endpoint.service in _S3_SERVICES and method in ("PUT", "POST")
         length = declared_length(request.headers.get("Content-Length"))
+        limits = self._body_limits(config)
         # Refuse an oversized body before inviting it with 100 Continue.
-        refuse_oversized(length, config.max_buffered_body, streamable)
+        refuse_before_continue(length, limits, streamable)
         await _answer_expect(request)
-        body = await read_client_body(
+        headers = forwardable_request_headers(request.headers)
+        body = await read_body(
             request.content,
+            request.headers,
+            headers,
             length,
-            config.max_buffered_body,
-            streamable,
+            limits,
+            s3_upload=streamable,
             has_body=request.body_exists,
         )
+        try:
+            return await self._send_body(request, parts, ctx, target, body, headers)
+        finally:
+            body.discard()  # a spooled body's file goes whatever happened
+
+    async def _send_body(
+        self,
+        request: web.BaseRequest,
+        parts: PipelineParts,
+        ctx: RequestContext,
+        target: Target,
+        body: ClientBody,
+        headers: list[tuple[str, str]],
+    ) -> web.StreamResponse:
+        config, method = parts.config, request.method
         op = classify(
             method, target.endpoint, target.path, target.query, request.headers, body.data
         )
@@ -171,8 +195,11 @@ class RequestPipeline:
                     status=injected.status, body=injected.body, headers=injected.headers
                 )
         ctx.waited = await parts.limiter.acquire(op)
-        headers = forwardable_request_headers(request.headers)
-        payload_hash = await sha256_hex(body.data) if body.data is not None else None
+        headers = body.upstream_headers(headers)
+        if body.data is not None:
+            payload_hash: str | None = await sha256_hex(body.data)
+        else:
+            payload_hash = body.spool.sha256 if body.spool is not None else None
         # retry.max_total_time bounds the wait for an answer too, not only the backoffs.
         deadline = asyncio.get_running_loop().time() + config.retry.max_total_time
 
@@ -220,14 +247,18 @@ class RequestPipeline:
             )
         creds = await self._credentials.get()
         now = self._clock.time()
-        if payload_hash is not None and body.data is not None:
+        if payload_hash is not None:
+            if body.spool is not None:
+                # Read from disk again for every attempt; the length is the file's.
+                headers = [*headers, ("Content-Length", str(body.length))]
             signed = sign(target.to_sign(method, headers, payload_hash), creds, now, self._keys)
             request_target = _request_target(signed.path, signed.query)
             if self._debug:
                 # Header values go through the log redaction (Authorization, token, signature).
                 log.debug("upstream-attempt", target=request_target, headers=dict(signed.headers))
+            wire = body.data if body.spool is None else body.spool.pieces()
             return await self._upstream.send(
-                method, target.origin, request_target, signed.headers, body.data, deadline
+                method, target.origin, request_target, signed.headers, wire, deadline
             )
         upload = streaming_upload(
             method=method,
@@ -295,7 +326,17 @@ class RequestPipeline:
         ctx.error = error.reason
         # Attempts that reached the upstream (the retry loop counts them; refusals made none).
         ctx.attempts = error.attempts
-        protocol = ctx.operation.protocol if ctx.operation else "plain"
+        if ctx.operation is not None:
+            protocol = ctx.operation.protocol
+        elif ctx.target is not None:
+            # Refused before the operation was known (a body too large): the service's format
+            # all the same, so the SDK parses it.
+            target = ctx.target
+            protocol = error_protocol(
+                request.method, target.endpoint, target.path, target.query, request.headers
+            )
+        else:
+            protocol = "plain"
         answer = render_error(error, protocol, ctx.request_id)
         ctx.status = answer.status
         self._metrics.proxy_errors_total.labels(error.reason).inc()

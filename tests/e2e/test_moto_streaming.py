@@ -1,4 +1,5 @@
-"""Bodies over max_buffered_body: S3 uploads stream with aws-chunked signatures; others get 413."""
+"""Bodies over max_buffered_body: S3 uploads stream with aws-chunked signatures; others are
+spooled to disk up to max_body, and get 413 in their service's format past it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
 import urllib3
 
@@ -14,6 +16,7 @@ from tests.e2e.conftest import MotoStack, moto_routes, unsigned_client
 from tests.servers import ProxyProcess, credential_env, proxy_process
 
 SMALL_BUFFER = 256 * 1024
+MAX_BODY = 2 * SMALL_BUFFER
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,8 @@ def streaming_proxy(
     config = {
         "routes": moto_routes(moto_stack.moto.url),
         "max_buffered_body": SMALL_BUFFER,
+        "max_body": MAX_BODY,
+        "spool_dir": str(tmp),
         "retry": {"max_attempts": 1},
     }
     with proxy_process(tmp, config, env=env) as proxy:
@@ -52,12 +57,12 @@ def test_large_s3_put_streams_with_chunked_signing(
     assert hashlib.sha256(fetched).digest() == hashlib.sha256(body).digest()
 
 
-def test_large_non_s3_body_gets_413_naming_the_setting(streaming_proxy: ProxyProcess) -> None:
+def test_non_s3_body_over_max_body_is_413_in_query_xml(streaming_proxy: ProxyProcess) -> None:
     pool = urllib3.PoolManager()
     answer = pool.request(
         "POST",
         f"{streaming_proxy.url}/",
-        body=b"Action=SendMessage&MessageBody=" + b"x" * (SMALL_BUFFER + 10),
+        body=b"Action=SendMessage&MessageBody=" + b"x" * (MAX_BODY + 10),
         headers={
             "Host": "sqs.us-east-1.amazonaws.com",
             "Content-Type": "application/x-www-form-urlencoded",
@@ -66,7 +71,40 @@ def test_large_non_s3_body_gets_413_naming_the_setting(streaming_proxy: ProxyPro
     )
     assert answer.status == 413
     assert answer.headers["x-throttle-proxy-error"] == "body-too-large"
-    assert b"max_buffered_body" in answer.data
+    assert b"<Code>RequestEntityTooLarge</Code>" in answer.data
+    assert b"max_body" in answer.data
+
+
+def test_dynamodb_item_over_max_buffered_body_is_spooled_signed_and_stored(
+    streaming_proxy: ProxyProcess,
+) -> None:
+    ddb = unsigned_client("dynamodb", streaming_proxy.url)
+    ddb.create_table(
+        TableName="spooled",
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    blob = os.urandom(300 * 1024)  # over max_buffered_body: spooled, hashed, signed
+    ddb.put_item(TableName="spooled", Item={"k": {"S": "big"}, "v": {"B": blob}})
+    item = ddb.get_item(TableName="spooled", Key={"k": {"S": "big"}})["Item"]
+    assert item["v"]["B"] == blob
+    spool_dir = streaming_proxy.config_path.parent
+    assert not list(spool_dir.glob("throttle-proxy-body-*"))  # removed once answered
+
+
+def test_dynamodb_body_over_max_body_is_413_botocore_reads(streaming_proxy: ProxyProcess) -> None:
+    ddb = unsigned_client("dynamodb", streaming_proxy.url)
+    items = [
+        {"PutRequest": {"Item": {"k": {"S": str(i)}, "v": {"B": os.urandom(200 * 1024)}}}}
+        for i in range(4)
+    ]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        ddb.batch_write_item(RequestItems={"spooled": items})
+    error = caught.value.response
+    assert error["Error"]["Code"] == "RequestEntityTooLarge"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert error["ResponseMetadata"]["HTTPHeaders"]["x-throttle-proxy-error"] == "body-too-large"
 
 
 def test_proxy_log_has_no_secret(streaming_proxy: ProxyProcess, moto_stack: MotoStack) -> None:

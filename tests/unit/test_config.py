@@ -29,8 +29,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 TOP_KEYS = (
     "admin_listen, admin_token_file, allow_hosts, credentials, fault_seed, faults, "
-    "include_default_limits, limit_policy, limits, listen, log_level, max_buffered_body, "
-    "max_header_size, redis, region, retry, routes, shutdown_grace, unsigned_payload, upstream"
+    "include_default_limits, limit_policy, limits, listen, log_level, max_body, "
+    "max_buffered_body, max_header_size, redis, region, retry, routes, shutdown_grace, "
+    "spool_budget, spool_dir, unsigned_payload, upstream"
 )
 ROUTE = "routes:\n  - {path_prefix: /s3, upstream: 'http://127.0.0.1:9000', service: s3"
 LIMIT = "limits:\n  - {name: a, service: ec2, rate: 5"
@@ -463,6 +464,12 @@ BAD_CONFIGS: list[tuple[str, str]] = [
         "max_buffered_body: expected a size like 8MiB or a byte count, got -1",
     ),
     (
+        "max_buffered_body: 1MiB\nmax_body: 512KiB\n",
+        "max_body: must be at least max_buffered_body (1048576 bytes)",
+    ),
+    ("spool_budget: lots\n", "spool_budget: expected a size like 8MiB or a byte count, got 'lots'"),
+    ("spool_dir: 7\n", "spool_dir: expected a non-empty string, got int"),
+    (
         "max_header_size: 1.5KiB\n",
         "max_header_size: expected a size like 8MiB or a byte count, got '1.5KiB'",
     ),
@@ -718,6 +725,9 @@ def test_readme_table_lists_every_top_level_key() -> None:
         "routes",
         "upstream",
         "max_buffered_body",
+        "max_body",
+        "spool_dir",
+        "spool_budget",
         "max_header_size",
         "unsigned_payload",
         "shutdown_grace",
