@@ -256,9 +256,9 @@ class RequestPipeline:
             if self._debug:
                 # Header values go through the log redaction (Authorization, token, signature).
                 log.debug("upstream-attempt", target=request_target, headers=dict(signed.headers))
-            wire = body.data if body.spool is None else body.spool.pieces()
+            payload = body.data if body.spool is None else body.spool.pieces()
             return await self._upstream.send(
-                method, target.origin, request_target, signed.headers, wire, deadline
+                method, target.origin, request_target, signed.headers, payload, deadline
             )
         upload = streaming_upload(
             method=method,
