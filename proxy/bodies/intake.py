@@ -61,12 +61,17 @@ async def read_body(
     *,
     s3_upload: bool,
     has_body: bool,
+    resigned: bool = True,
 ) -> ClientBody:
     """The client's body, read the way its size and service call for.
 
-    `headers` are the client's (case-insensitive), `forwardable` the ones that go upstream."""
-    if s3_upload and is_aws_chunked(
-        headers.get("Content-Encoding"), headers.get("x-amz-content-sha256")
+    `headers` are the client's (case-insensitive), `forwardable` the ones that go upstream.
+    `resigned` False (a presigned request, sent as the client signed it): an aws-chunked body
+    stays as it is, its framing is part of what the client signed."""
+    if (
+        s3_upload
+        and resigned
+        and is_aws_chunked(headers.get("Content-Encoding"), headers.get("x-amz-content-sha256"))
     ):
         return await read_aws_chunked(source, length, headers, forwardable, limits.max_buffered)
     small = length is not None and length <= limits.max_buffered

@@ -165,6 +165,7 @@ class RequestPipeline:
             limits,
             s3_upload=streamable,
             has_body=request.body_exists,
+            resigned=not target.presigned,
         )
         try:
             return await self._send_body(request, parts, ctx, target, body, headers)

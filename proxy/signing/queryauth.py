@@ -92,8 +92,11 @@ def presigned_send(
     sent = [("Host", host), *headers]
     if body.data is not None:
         wire: Body = body.data
+    elif body.spool is not None:
+        sent.append(("Content-Length", str(body.length)))
+        wire = body.spool.pieces()
     else:
-        assert body.source is not None, "a body is either buffered or streamed"
+        assert body.source is not None, "a presigned body is buffered, spooled or streamed"
         sent.append(("Content-Length", str(body.length)))
         wire = stream_exactly(body.source, body.length)
     return PresignedSend(f"{path}?{query}", sent, wire)
