@@ -27,6 +27,10 @@ system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+	@{ command -v node && command -v npm; } >/dev/null 2>&1 || { \
+	  echo "installing nodejs and npm (the JS SDK v3 end-to-end tests)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null \
+	  || echo "node/npm could not be installed: the JS SDK tests will skip"; }
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing chromium"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \

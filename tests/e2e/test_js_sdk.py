@@ -1,0 +1,228 @@
+"""The AWS SDK for JavaScript v3 on Node through the proxy to moto (signature checking on).
+
+The SDK signs nothing (the README's no-op signer); it comes in by a path-prefix route and by
+the forward-proxy form through http-proxy-agent. S3 bodies are the kinds apps send: a Buffer,
+a string, a 9 MB file stream (the SDK frames it aws-chunked with a CRC32 trailer, larger than
+max_buffered_body: decoded and re-signed as a signed-trailer stream) and a 20 MB lib-storage
+Upload; every object is read back by the JS SDK (streamed) and by boto3, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import MotoStack, unsigned_client
+from tests.fakes.checksums import checksum
+from tests.fakes.threaded import serve_in_thread
+from tests.fakes.verifying_s3 import VerifyingS3
+from tests.servers import EXAMPLE_SECRET, credential_env, proxy_process
+
+JS_DIR = Path(__file__).parent / "js"
+SCRIPT = JS_DIR / "sdk_through_proxy.mjs"
+MB = 1000 * 1000
+TRICKY_KEY = "dir/a b+c%d/é ü 東京.bin"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """node, with the committed package-lock installed (`npm ci`, cached in node_modules)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        # `make test` installs them (system-deps); only a machine where apt could not lands here.
+        pytest.skip("node and npm are not installed and could not be (`make system-deps`)")
+    installed = JS_DIR / "node_modules" / ".package-lock.json"
+    lock = JS_DIR / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=JS_DIR,
+            check=True,
+            timeout=300,
+        )
+    return node
+
+
+def run_js(node: str, job: dict[str, Any]) -> Any:
+    done = subprocess.run(
+        [node, str(SCRIPT), json.dumps(job)],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["ok"], answer
+    return answer["result"]
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def read_back(moto_stack: MotoStack, bucket: str, key: str) -> bytes:
+    s3 = unsigned_client("s3", moto_stack.proxy.url, s3={"addressing_style": "path"})
+    body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+@pytest.mark.parametrize("way", ["route", "agent"])
+def test_s3_small_bodies_of_every_kind(
+    node: str, moto_stack: MotoStack, tmp_path: Path, way: str
+) -> None:
+    small = random_file(tmp_path / "small.bin", 1024)
+    text = "text body: café ☕ " * 20
+    bucket = f"js-small-{way}"
+    objects = [
+        {"kind": "buffer", "path": str(small), "key": "buffer.bin"},
+        {"kind": "string", "text": text, "key": "string.txt"},
+        {"kind": "stream", "path": str(small), "key": TRICKY_KEY},
+    ]
+    results = run_js(
+        node,
+        {
+            "service": "s3",
+            "way": way,
+            "proxy": moto_stack.proxy.url,
+            "bucket": bucket,
+            "objects": objects,
+        },
+    )
+    expected = {
+        "buffer.bin": small.read_bytes(),
+        "string.txt": text.encode(),
+        TRICKY_KEY: small.read_bytes(),
+    }
+    assert {r["key"]: r["sha256"] for r in results} == {
+        k: hashlib.sha256(v).hexdigest() for k, v in expected.items()
+    }
+    for key, data in expected.items():
+        assert read_back(moto_stack, bucket, key) == data
+
+
+def test_s3_large_stream_and_multipart_upload(
+    node: str, moto_stack: MotoStack, tmp_path: Path
+) -> None:
+    nine = random_file(tmp_path / "nine.bin", 9 * MB)
+    twenty = random_file(tmp_path / "twenty.bin", 20 * MB)
+    bucket = "js-large"
+    objects = [
+        {"kind": "stream", "path": str(nine), "key": "stream-9mb.bin"},
+        {"kind": "upload", "path": str(twenty), "key": "upload 20mb+é.bin"},
+    ]
+    results = run_js(
+        node,
+        {
+            "service": "s3",
+            "way": "route",
+            "proxy": moto_stack.proxy.url,
+            "bucket": bucket,
+            "objects": objects,
+        },
+    )
+    for result, path in zip(results, (nine, twenty), strict=True):
+        data = path.read_bytes()
+        assert (result["length"], result["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        assert read_back(moto_stack, bucket, result["key"]) == data
+
+
+def test_dynamodb_batch_write_near_16_mb(node: str, moto_stack: MotoStack, tmp_path: Path) -> None:
+    # 25 items of 390 KB binary: about 13 MB of JSON (base64), past max_buffered_body: spooled.
+    items, item_size = 25, 390 * 1000
+    blob = random_file(tmp_path / "items.bin", items * item_size)
+    result = run_js(
+        node,
+        {
+            "service": "dynamodb",
+            "way": "route",
+            "proxy": moto_stack.proxy.url,
+            "table": "js-big",
+            "path": str(blob),
+            "items": items,
+            "itemSize": item_size,
+        },
+    )
+    data = blob.read_bytes()
+    assert result["unprocessed"] == 0
+    assert result["hashes"] == {
+        f"item-{i}": hashlib.sha256(data[i * item_size : (i + 1) * item_size]).hexdigest()
+        for i in range(items)
+    }
+
+
+@pytest.mark.parametrize("way", ["route", "agent"])
+def test_sqs_json_protocol_and_sts(node: str, moto_stack: MotoStack, way: str) -> None:
+    message = f"hello from node via {way}: ü"
+    sqs = run_js(
+        node,
+        {
+            "service": "sqs",
+            "way": way,
+            "proxy": moto_stack.proxy.url,
+            "queue": f"js-{way}",
+            "message": message,
+        },
+    )
+    assert sqs["bodies"] == [message]
+    sts = run_js(node, {"service": "sts", "way": way, "proxy": moto_stack.proxy.url})
+    assert sts["arn"].endswith(":user/admin") or ":user/" in sts["arn"]
+
+
+@pytest.fixture(scope="module")
+def verifying_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VerifyingS3, str]]:
+    """A fake S3 that checks the proxy's payload hash, chunk and trailer signatures and the
+    SDK's checksum (moto checks none of them), behind its own proxy."""
+    tmp = tmp_path_factory.mktemp("js-verifying")
+    s3 = VerifyingS3(EXAMPLE_SECRET)
+    with serve_in_thread(s3.app()) as url:
+        config = {
+            "routes": [{"path_prefix": "/via-route/s3", "upstream": url, "service": "s3"}],
+            "retry": {"max_attempts": 1},
+        }
+        with proxy_process(tmp, config, env=credential_env(tmp)) as proxy:
+            yield s3, proxy.url
+
+
+@pytest.mark.parametrize(
+    ("size", "payload"),
+    [(1024, "sha256"), (9 * MB, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER")],
+    ids=["1KB-sent-whole", "9MB-streamed"],
+)
+def test_stream_body_checksum_reaches_s3_and_is_verified(
+    node: str, verifying_s3: tuple[VerifyingS3, str], tmp_path: Path, size: int, payload: str
+) -> None:
+    s3, proxy_url = verifying_s3
+    path = random_file(tmp_path / "body.bin", size)
+    key = f"checked-{size}.bin"
+    results = run_js(
+        node,
+        {
+            "service": "s3",
+            "way": "route",
+            "proxy": proxy_url,
+            "bucket": "checked",
+            "objects": [{"kind": "stream", "path": str(path), "key": key}],
+        },
+    )
+    data = path.read_bytes()
+    assert results[0]["sha256"] == hashlib.sha256(data).hexdigest()
+    stored = s3.objects[f"/checked/{key}"]
+    assert stored.data == data
+    assert stored.content_encoding is None
+    # The SDK's own CRC32, computed in Node, checked by "S3" against the stored bytes.
+    assert stored.checksum == ("crc32", checksum("crc32", data))
+    if payload == "sha256":
+        assert stored.payload_mode == hashlib.sha256(data).hexdigest()
+    else:
+        assert stored.payload_mode == payload
