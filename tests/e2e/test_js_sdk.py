@@ -10,60 +10,26 @@ Upload; every object is read back by the JS SDK (streamed) and by boto3, byte fo
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import MotoStack, unsigned_client
+from tests.e2e.js_support import ensure_node, run_job
 from tests.fakes.checksums import checksum
 from tests.fakes.threaded import serve_in_thread
 from tests.fakes.verifying_s3 import VerifyingS3
 from tests.servers import EXAMPLE_SECRET, credential_env, proxy_process
 
-JS_DIR = Path(__file__).parent / "js"
-SCRIPT = JS_DIR / "sdk_through_proxy.mjs"
 MB = 1000 * 1000
 TRICKY_KEY = "dir/a b+c%d/é ü 東京.bin"
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """node, with the committed package-lock installed (`npm ci`, cached in node_modules)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        # `make test` installs them (system-deps); only a machine where apt could not lands here.
-        pytest.skip("node and npm are not installed and could not be (`make system-deps`)")
-    installed = JS_DIR / "node_modules" / ".package-lock.json"
-    lock = JS_DIR / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=JS_DIR,
-            check=True,
-            timeout=300,
-        )
-    return node
-
-
-def run_js(node: str, job: dict[str, Any]) -> Any:
-    done = subprocess.run(
-        [node, str(SCRIPT), json.dumps(job)],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
-    assert answer["ok"], answer
-    return answer["result"]
+    return ensure_node()
 
 
 def random_file(path: Path, size: int) -> Path:
@@ -89,7 +55,7 @@ def test_s3_small_bodies_of_every_kind(
         {"kind": "string", "text": text, "key": "string.txt"},
         {"kind": "stream", "path": str(small), "key": TRICKY_KEY},
     ]
-    results = run_js(
+    results = run_job(
         node,
         {
             "service": "s3",
@@ -121,7 +87,7 @@ def test_s3_large_stream_and_multipart_upload(
         {"kind": "stream", "path": str(nine), "key": "stream-9mb.bin"},
         {"kind": "upload", "path": str(twenty), "key": "upload 20mb+é.bin"},
     ]
-    results = run_js(
+    results = run_job(
         node,
         {
             "service": "s3",
@@ -141,7 +107,7 @@ def test_dynamodb_batch_write_near_16_mb(node: str, moto_stack: MotoStack, tmp_p
     # 25 items of 390 KB binary: about 13 MB of JSON (base64), past max_buffered_body: spooled.
     items, item_size = 25, 390 * 1000
     blob = random_file(tmp_path / "items.bin", items * item_size)
-    result = run_js(
+    result = run_job(
         node,
         {
             "service": "dynamodb",
@@ -164,7 +130,7 @@ def test_dynamodb_batch_write_near_16_mb(node: str, moto_stack: MotoStack, tmp_p
 @pytest.mark.parametrize("way", ["route", "agent"])
 def test_sqs_json_protocol_and_sts(node: str, moto_stack: MotoStack, way: str) -> None:
     message = f"hello from node via {way}: ü"
-    sqs = run_js(
+    sqs = run_job(
         node,
         {
             "service": "sqs",
@@ -175,7 +141,7 @@ def test_sqs_json_protocol_and_sts(node: str, moto_stack: MotoStack, way: str) -
         },
     )
     assert sqs["bodies"] == [message]
-    sts = run_js(node, {"service": "sts", "way": way, "proxy": moto_stack.proxy.url})
+    sts = run_job(node, {"service": "sts", "way": way, "proxy": moto_stack.proxy.url})
     assert sts["arn"].endswith(":user/admin") or ":user/" in sts["arn"]
 
 
@@ -205,7 +171,7 @@ def test_stream_body_checksum_reaches_s3_and_is_verified(
     s3, proxy_url = verifying_s3
     path = random_file(tmp_path / "body.bin", size)
     key = f"checked-{size}.bin"
-    results = run_js(
+    results = run_job(
         node,
         {
             "service": "s3",
