@@ -6,6 +6,10 @@ in (never holding it), checks every chunk signature in the chain, that every chu
 has the same size, and that the decoded length matches `x-amz-decoded-content-length`. It
 hashes what it decoded and answers 200 with what it saw in `x-fake-s3-*` headers, or 400 with
 an S3-style error naming the problem.
+With `STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER` (a client's own aws-chunked upload re-framed
+by the proxy) the zero-length chunk is followed by an `x-amz-checksum-crc32` trailer and its
+signature: both are checked, the CRC32 against the decoded bytes.
+POST (a DynamoDB-style JSON body): hashed and compared with its signed `x-amz-content-sha256`.
 GET: streams `--object-size` bytes (or `?size=N`) generated on the fly: a fixed pseudo-random
 block repeated.
 `GET /_fake/last` (asked directly, not through the proxy) reports the last PUT and GET as JSON.
@@ -17,16 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import hmac
 import random
 import re
+import zlib
 from dataclasses import asdict, dataclass
 
 from aiohttp import StreamReader, web
 
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # AWS's documented example key
 STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 BLOCK_SIZE = 1024 * 1024
 _MAX_CHUNK_HEADER = 4096
@@ -55,6 +62,7 @@ class UploadReport:
     chunk_size: int = 0
     sha256: str = ""
     signatures_verified: bool = False
+    crc32_verified: bool = False
     error: str | None = None
 
 
@@ -100,10 +108,27 @@ class ChunkChain:
             raise UploadRejected(f"chunk signature mismatch after {len(data)} bytes")
         self._previous = expected
 
+    def check_trailer(self, canonical: str, claimed: str) -> None:
+        string_to_sign = "\n".join(
+            (
+                "AWS4-HMAC-SHA256-TRAILER",
+                self._amz_date,
+                self._scope,
+                self._previous,
+                hashlib.sha256(canonical.encode()).hexdigest(),
+            )
+        )
+        expected = hmac.new(self._key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, claimed):
+            raise UploadRejected("trailer signature mismatch")
 
-async def decode_aws_chunked(source: StreamReader, chain: ChunkChain, report: UploadReport) -> None:
+
+async def decode_aws_chunked(
+    source: StreamReader, chain: ChunkChain, report: UploadReport, trailer: bool = False
+) -> None:
     """Read `hex;chunk-signature=…\\r\\n<data>\\r\\n` frames up to the zero-length one."""
     digest = hashlib.sha256()
+    crc = 0
     short_seen = False
     while True:
         header = await source.readuntil(b"\r\n")
@@ -114,6 +139,10 @@ async def decode_aws_chunked(source: StreamReader, chain: ChunkChain, report: Up
             raise UploadRejected(f"bad chunk header {header[:80]!r}")
         size = int(match.group(1), 16)
         data = await source.readexactly(size) if size else b""
+        if trailer and size == 0:
+            chain.check(data, match.group(2).decode())
+            await _check_trailer(source, chain, crc, report)
+            break
         if await source.readexactly(2) != b"\r\n":
             raise UploadRejected("chunk data not followed by CRLF")
         chain.check(data, match.group(2).decode())
@@ -129,10 +158,29 @@ async def decode_aws_chunked(source: StreamReader, chain: ChunkChain, report: Up
         report.chunks += 1
         report.decoded_length += size
         digest.update(data)
+        crc = zlib.crc32(data, crc)
     if not source.at_eof() and await source.read(1):
         raise UploadRejected("bytes after the final chunk")
     report.sha256 = digest.hexdigest()
     report.signatures_verified = True
+
+
+async def _check_trailer(
+    source: StreamReader, chain: ChunkChain, crc: int, report: UploadReport
+) -> None:
+    """`x-amz-checksum-crc32:<b64>\\r\\n x-amz-trailer-signature:<sig>\\r\\n \\r\\n`."""
+    checksum_line = (await source.readuntil(b"\r\n"))[:-2].decode()
+    signature_line = (await source.readuntil(b"\r\n"))[:-2].decode()
+    if await source.readexactly(2) != b"\r\n":
+        raise UploadRejected("trailer not ended by an empty line")
+    name, _, value = checksum_line.partition(":")
+    label, _, claimed = signature_line.partition(":")
+    if name != "x-amz-checksum-crc32" or label != "x-amz-trailer-signature":
+        raise UploadRejected(f"unexpected trailer {checksum_line!r} {label!r}")
+    chain.check_trailer(f"{name}:{value}\n", claimed)
+    if base64.b64decode(value) != crc.to_bytes(4, "big"):
+        raise UploadRejected("x-amz-checksum-crc32 does not match the decoded bytes")
+    report.crc32_verified = True
 
 
 class FakeS3:
@@ -152,6 +200,17 @@ class FakeS3:
             return await self._put(request)
         if request.method == "GET":
             return await self._get(request)
+        if request.method == "POST":
+            posted = UploadReport()
+            self.last_upload = posted
+            try:
+                await _check_plain_body(
+                    request.content, request.headers.get("x-amz-content-sha256", ""), posted
+                )
+            except UploadRejected as rejected:
+                posted.error = str(rejected)
+                return _error(400, "InvalidSignatureException", str(rejected))
+            return web.json_response({}, content_type="application/x-amz-json-1.0")
         return _error(405, "MethodNotAllowed", f"{request.method} is not faked")
 
     async def _put(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -160,7 +219,7 @@ class FakeS3:
         headers = request.headers
         payload_hash = headers.get("x-amz-content-sha256", "")
         try:
-            if payload_hash != STREAMING:
+            if payload_hash not in (STREAMING, STREAMING_TRAILER):
                 await _check_plain_body(request.content, payload_hash, report)
                 return _accepted(report)
             report.aws_chunked = True
@@ -171,7 +230,8 @@ class FakeS3:
                 raise UploadRejected("x-amz-decoded-content-length missing")
             report.declared_length = int(declared)
             chain = ChunkChain(headers.get("Authorization", ""), headers.get("x-amz-date", ""))
-            await decode_aws_chunked(request.content, chain, report)
+            trailer = payload_hash == STREAMING_TRAILER
+            await decode_aws_chunked(request.content, chain, report, trailer)
             if report.decoded_length != report.declared_length:
                 raise UploadRejected(
                     f"decoded {report.decoded_length} bytes, header says {report.declared_length}"
