@@ -2,10 +2,15 @@
 
 ProxyError
  ├── BadRequest              400 bad-request      (malformed request from the client)
- ├── ClientBodyTimeout       408 client-body-timeout (the client stopped sending its body)
  ├── HostNotAllowed          403 host-not-allowed (outside allow_hosts and routes)
  ├── MethodNotAllowed        405 connect-refused  (CONNECT cannot be signed)
  ├── PayloadTooLarge         413 body-too-large
+ ├── ClientTimeout           408 client-timeout   (headers stalled: the client's fault)
+ │    └── ClientBodyTimeout  408 client-body-timeout (the client stopped sending its body)
+ ├── HeaderTooLarge          431 header-too-large (over connections.max_header_bytes/max_headers)
+ ├── VersionNotSupported     505 http-version-not-supported (only HTTP/1.0 and 1.1 are spoken)
+ ├── ClientClosed            499 client-closed    (never written: the client went away)
+ ├── Overloaded              503 (reason per cap, with Retry-After: the body budget, connections)
  ├── NoCredentials           503 no-credentials   (the chain yielded nothing)
  ├── MfaRequired             503 mfa-required
  ├── RateLimited             (service's own throttle) rate-limited
@@ -31,6 +36,8 @@ class ProxyError(Exception):
     reached_upstream: bool = False
     # The error code in the service's format; None: derived from `reason` (HostNotAllowed).
     code: str | None = None
+    # Seconds a client should wait before trying again (sent as Retry-After), when known.
+    retry_after: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -40,11 +47,6 @@ class ProxyError(Exception):
 class BadRequest(ProxyError):
     status = 400
     reason = "bad-request"
-
-
-class ClientBodyTimeout(ProxyError):
-    status = 408
-    reason = "client-body-timeout"
 
 
 class HostNotAllowed(ProxyError):
@@ -60,6 +62,53 @@ class MethodNotAllowed(ProxyError):
 class PayloadTooLarge(ProxyError):
     status = 413
     reason = "body-too-large"
+
+
+class ClientBodyIncomplete(BadRequest):
+    """The client ended its body early (fewer bytes than declared, or a broken chunk)."""
+
+    reason = "client-body-incomplete"
+
+
+class ClientTimeout(ProxyError):
+    """The client stopped sending its headers or body (nginx's 408)."""
+
+    status = 408
+    reason = "client-timeout"
+
+
+class ClientClosed(ProxyError):
+    """The client went away (or stopped reading past send_timeout): nothing can be sent."""
+
+    status = 499  # nginx's convention for the log line and metrics
+    reason = "client-closed"
+
+
+class ClientBodyTimeout(ClientTimeout):
+    """The client stopped sending its body (connections.body_timeout, or mid-upload)."""
+
+    reason = "client-body-timeout"
+
+
+class HeaderTooLarge(ProxyError):
+    status = 431
+    reason = "header-too-large"
+
+
+class VersionNotSupported(ProxyError):
+    status = 505
+    reason = "http-version-not-supported"
+
+
+class Overloaded(ProxyError):
+    """A shared capacity is spent (the buffered-body budget, the connection cap)."""
+
+    status = 503
+
+    def __init__(self, message: str, reason: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class NoCredentials(ProxyError):

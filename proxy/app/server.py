@@ -1,8 +1,8 @@
 """The two listeners (proxy and admin), start-up, graceful drain and config reload.
 
-The proxy listener uses aiohttp's low-level server (no router: every path, including S3 keys
-like `/metrics`, is proxied). The admin listener, on its own port, serves /healthz, /readyz and
-/metrics.
+The proxy listener is the front (proxy.front: an asyncio protocol on httptools, every path
+proxied, including S3 keys like `/metrics`). The admin listener, on its own port, is aiohttp and
+serves /healthz, /readyz and /metrics.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from proxy.clock import Clock, SystemClock
 from proxy.config.model import Config, ConfigError, load_config
 from proxy.credentials.base import CredentialSource
 from proxy.faults.stage import FaultInjector
+from proxy.front.exchange import Exchange
+from proxy.front.guard import Front
+from proxy.front.listener import open_listener, raise_fd_limit
 from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics
 from proxy.pipeline.stages import PipelineParts, RequestPipeline
@@ -41,7 +44,8 @@ _RESTART_ONLY = (
     "upstream",
     "redis",
     "credentials",
-    "max_header_size",
+    "connections",
+    "buffered_body_budget",
     "log_level",
     "fault_seed",
     "admin_token_file",
@@ -99,6 +103,8 @@ class ProxyServer:
         self.pipeline: RequestPipeline | None = None
         self.readiness = ReadinessProbe()
         self._runners: list[web.BaseRunner] = []
+        self.front: Front | None = None
+        self._listener: asyncio.Server | None = None
         self._draining = False
         self._inflight = 0
         self.addresses: BoundAddresses | None = None
@@ -131,18 +137,14 @@ class ProxyServer:
             faults=self.faults,
             recorder=self.recorder,
         )
-        proxy_server = web.Server(
-            self._handle,
-            handler_cancellation=True,
-            auto_decompress=False,
-            max_field_size=self.config.max_header_size,
-            max_line_size=self.config.max_header_size,
-        )
+        raise_fd_limit(self.config.connections.max_connections)
+        self.front = Front(self.config.connections, self.config.buffered_body_budget, self.metrics)
+        self.front.start(self._handle)
+        self._listener = await open_listener(self.front, *self.config.listen)
+        host, port = self._listener.sockets[0].getsockname()[:2]
+        proxy_addr = (str(host), int(port))
         # drain() has already waited out shutdown_grace when cleanup runs: aiohttp must not
         # wait again (its own default is 60 s), or the pod outlives its grace period.
-        proxy_addr = await self._listen(
-            web.ServerRunner(proxy_server, shutdown_timeout=0.5), self.config.listen
-        )
         admin_addr = await self._listen(
             web.AppRunner(self._admin_app(), shutdown_timeout=0.5), self.config.admin_listen
         )
@@ -164,18 +166,13 @@ class ProxyServer:
         host, port = runner.addresses[0][:2]
         return str(host), int(port)
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, exchange: Exchange) -> None:
         assert self.pipeline is not None
         self._inflight += 1
         try:
-            response = await self.pipeline.handle(request)
+            await self.pipeline.handle(exchange)
         finally:
             self._inflight -= 1
-        if self._draining:
-            # Requests on connections opened before the drain are still served; tell the
-            # client not to reuse the connection.
-            response.force_close()
-        return response
 
     def _admin_app(self) -> web.Application:
         app = web.Application()
@@ -235,10 +232,13 @@ class ProxyServer:
         grace = self.config.shutdown_grace if grace is None else grace
         self._draining = True
         log.info("draining", grace_seconds=grace)
-        proxy_runner = self._runners[0] if self._runners else None
-        if proxy_runner is not None:
-            for site in list(proxy_runner.sites):
-                await site.stop()
+        if self._listener is not None:
+            self._listener.close()  # no new connections
+        if self.front is not None:
+            # Requests on connections opened before the drain are still served, answered with
+            # `Connection: close`; connections waiting for a next request are closed now.
+            self.front.draining = True
+            self.front.close_idle()
         deadline = asyncio.get_running_loop().time() + grace
         while self._inflight > 0:
             if asyncio.get_running_loop().time() >= deadline:
@@ -247,6 +247,12 @@ class ProxyServer:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+            self.front.abort_all()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

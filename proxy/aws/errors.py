@@ -60,6 +60,7 @@ def render_error(error: ProxyError, protocol: str, request_id: str) -> ErrorAnsw
     retry_after: str | None = None
     if isinstance(error, RateLimited):
         status, code = throttle_answer(protocol)
+    if error.retry_after is not None:
         retry_after = str(max(1, round(error.retry_after + 0.4999)))
     answer = render_aws_error(status, code, error.message, protocol, request_id)
     answer.headers[ERROR_HEADER] = error.reason

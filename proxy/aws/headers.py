@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and their common non-standard relatives: they describe
 # one connection, never the message, so they are not forwarded in either direction.
@@ -33,7 +33,10 @@ _REQUEST_DROPPED = HOP_BY_HOP | {
 _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
 
 
-def _connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+
+
+def _connection_listed(headers: Headers) -> frozenset[str]:
     """Headers named in `Connection:` are hop-by-hop too."""
     listed: set[str] = set()
     for value in headers.getall("Connection", ()):
@@ -41,17 +44,17 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     return frozenset(listed)
 
 
-def _filter(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> list[tuple[str, str]]:
+def _filter(headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str]]:
     if "Connection" in headers:
         dropped = dropped | _connection_listed(headers)
     return [(name, value) for name, value in headers.items() if name.lower() not in dropped]
 
 
-def forwardable_request_headers(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+def forwardable_request_headers(headers: Headers) -> list[tuple[str, str]]:
     """The client's headers that go upstream (the signer adds host, date, hash, auth)."""
     return _filter(headers, _REQUEST_DROPPED)
 
 
-def response_headers(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+def response_headers(headers: Headers) -> list[tuple[str, str]]:
     """AWS's response headers as they go back to the client (x-amzn-RequestId etc. intact)."""
     return _filter(headers, _RESPONSE_DROPPED)

@@ -12,9 +12,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from aiohttp import StreamReader
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.bodies.awschunked import Trailer
 from proxy.errors import BadRequest, PayloadTooLarge
@@ -29,6 +27,17 @@ STREAM_CHUNK = 64 * 1024
 _HASH_IN_THREAD = 256 * 1024
 
 
+class BodySource(Protocol):
+    """Where a client body is read from (proxy.front.body.RequestBody): reads raise a
+    ProxyError (ClientBodyIncomplete, ClientBodyTimeout) when the client does not deliver."""
+
+    async def readexactly(self, size: int, /) -> bytes: ...
+
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+    def iter_chunked(self, size: int, /) -> AsyncIterator[bytes]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ClientBody:
     """Buffered `data` (replayable), a `source` to stream `length` bytes from, a client's
@@ -38,7 +47,7 @@ class ClientBody:
 
     data: bytes | None
     length: int
-    source: StreamReader | None = None
+    source: BodySource | None = None
     chunked: DecodedStream | None = None
     spool: SpooledBody | None = None
     headers: list[tuple[str, str]] | None = None
@@ -95,7 +104,7 @@ def refuse_oversized(content_length: int | None, max_body: int, streamable: bool
 
 
 async def read_client_body(
-    source: StreamReader,
+    source: BodySource,
     content_length: int | None,
     max_buffered: int,
     streamable: bool,
@@ -142,7 +151,7 @@ async def sha256_hex(data: bytes) -> str:
     return digest.hexdigest()
 
 
-async def stream_exactly(source: StreamReader, length: int) -> AsyncIterator[bytes]:
+async def stream_exactly(source: BodySource, length: int) -> AsyncIterator[bytes]:
     """Yield `length` bytes from `source` in STREAM_CHUNK pieces."""
     remaining = length
     while remaining > 0:

@@ -16,8 +16,6 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from aiohttp import StreamReader
-
 from proxy.bodies.awschunked import (
     MalformedChunkedBody,
     Trailer,
@@ -30,6 +28,7 @@ from proxy.bodies.awschunked import (
 )
 from proxy.bodies.client import (
     STREAM_CHUNK,
+    BodySource,
     ClientBody,
     DecodedStream,
     read_client_body,
@@ -53,7 +52,7 @@ def refuse_before_continue(length: int | None, limits: BodyLimits, s3_upload: bo
 
 
 async def read_body(
-    source: StreamReader,
+    source: BodySource,
     headers: Mapping[str, str],
     forwardable: list[tuple[str, str]],
     length: int | None,
@@ -81,7 +80,7 @@ async def read_body(
 
 
 async def read_aws_chunked(
-    source: StreamReader,
+    source: BodySource,
     length: int | None,
     headers: Mapping[str, str],
     forwardable: list[tuple[str, str]],
@@ -113,7 +112,7 @@ async def read_aws_chunked(
     return ClientBody(data, len(data), headers=upstream + checksum_headers(trailer))
 
 
-async def _raw(source: StreamReader, length: int | None) -> AsyncIterator[bytes]:
+async def _raw(source: BodySource, length: int | None) -> AsyncIterator[bytes]:
     """The client's encoded bytes; a body shorter than its Content-Length is malformed too."""
     try:
         if length is not None:
@@ -128,7 +127,7 @@ async def _raw(source: StreamReader, length: int | None) -> AsyncIterator[bytes]
         ) from exc
 
 
-async def _read_spooled(source: StreamReader, length: int | None, limits: BodyLimits) -> ClientBody:
+async def _read_spooled(source: BodySource, length: int | None, limits: BodyLimits) -> ClientBody:
     """A non-S3 body past max_buffered_body: on disk, hashed, replayable."""
     if length is not None:
         spooled = await spool_body(

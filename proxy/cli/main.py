@@ -64,6 +64,7 @@ def _load(path: str | None) -> Config:
 
 def _run(args: argparse.Namespace) -> int:
     from proxy.app.server import ProxyServer, serve_forever
+    from proxy.front.listener import loop_factory
     from proxy.observability.logs import configure_logging
 
     try:
@@ -76,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.log_level)
     mfa_code = args.mfa_code or os.environ.get("THROTTLE_PROXY_MFA_CODE")
     server = ProxyServer(config, env=dict(os.environ), profile=args.profile, mfa_code=mfa_code)
-    return asyncio.run(serve_forever(server, args.config))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(serve_forever(server, args.config))
 
 
 def _check_config(args: argparse.Namespace) -> int:

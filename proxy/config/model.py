@@ -103,6 +103,19 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class ConnectionsConfig:
+    """The client side's defences (proxy.front), nginx's and Envoy's usual ones."""
+
+    header_timeout: float = 10.0  # request line and headers must arrive within this
+    idle_timeout: float = 75.0  # keep-alive connection with no request
+    body_timeout: float = 60.0  # longest gap between two reads of a client body
+    send_timeout: float = 60.0  # longest gap between two writes a client accepts
+    max_connections: int = 4096
+    max_header_bytes: int = 64 * 1024  # request line plus all headers
+    max_headers: int = 100
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
     listen: tuple[str, int] = ("127.0.0.1", 8080)
@@ -124,7 +137,8 @@ class Config:
     max_body: int = 32 * 1024 * 1024
     spool_dir: str | None = None  # None: the system temp dir
     spool_budget: int = 1024 * 1024 * 1024
-    max_header_size: int = 16 * 1024
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
+    buffered_body_budget: int = 256 * 1024 * 1024  # all buffered request bodies together
     unsigned_payload: bool = False
     shutdown_grace: float = 20.0
     faults: tuple[FaultRule, ...] = ()
@@ -153,7 +167,8 @@ _TOP_KEYS = {
     "max_body",
     "spool_dir",
     "spool_budget",
-    "max_header_size",
+    "connections",
+    "buffered_body_budget",
     "unsigned_payload",
     "shutdown_grace",
 }
@@ -185,6 +200,8 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(raw: object, source: str = "<config>") -> Config:
     top = cp.mapping(raw, "")
+    if "max_header_size" in top:  # the one key issue 10 renamed: say where it went
+        raise ConfigError("max_header_size", "renamed to connections.max_header_bytes")
     cp.reject_unknown(top, _TOP_KEYS, "")
     defaults = Config()
     log_level = cp.string(top.get("log_level", defaults.log_level), "log_level").lower()
@@ -221,8 +238,10 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         max_body=max_body,
         spool_dir=cp.optional_string(top.get("spool_dir"), "spool_dir"),
         spool_budget=cp.size(top.get("spool_budget", defaults.spool_budget), "spool_budget"),
-        max_header_size=cp.size(
-            top.get("max_header_size", defaults.max_header_size), "max_header_size"
+        connections=_connections(top.get("connections"), "connections"),
+        buffered_body_budget=cp.size(
+            top.get("buffered_body_budget", defaults.buffered_body_budget),
+            "buffered_body_budget",
         ),
         unsigned_payload=cp.boolean(top.get("unsigned_payload", False), "unsigned_payload"),
         shutdown_grace=cp.duration(
@@ -231,6 +250,33 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         faults=fault_rules(top.get("faults"), "faults"),
         fault_seed=fault_seed(top.get("fault_seed"), "fault_seed"),
         admin_token_file=cp.optional_string(top.get("admin_token_file"), "admin_token_file"),
+    )
+
+
+def _connections(raw: object, path: str) -> ConnectionsConfig:
+    section = cp.mapping(raw, path)
+    d = ConnectionsConfig()
+    cp.reject_unknown(section, set(vars(d)), path)
+
+    def timeout(key: str) -> float:
+        return cp.duration(section.get(key, getattr(d, key)), f"{path}.{key}", False)
+
+    def count(key: str) -> int:
+        return cp.integer(section.get(key, getattr(d, key)), f"{path}.{key}", 1)
+
+    header_bytes = cp.size(
+        section.get("max_header_bytes", d.max_header_bytes), f"{path}.max_header_bytes"
+    )
+    if header_bytes < 256:
+        raise ConfigError(f"{path}.max_header_bytes", f"must be at least 256, got {header_bytes}")
+    return ConnectionsConfig(
+        header_timeout=timeout("header_timeout"),
+        idle_timeout=timeout("idle_timeout"),
+        body_timeout=timeout("body_timeout"),
+        send_timeout=timeout("send_timeout"),
+        max_connections=count("max_connections"),
+        max_header_bytes=header_bytes,
+        max_headers=count("max_headers"),
     )
 
 

@@ -149,3 +149,27 @@ class Metrics:
             "Requests being handled now.",
             registry=r,
         )
+        # The client side's defences (proxy.front).
+        self.connections_open = Gauge(
+            PREFIX + "connections_open",
+            "Client connections open on the proxy listener.",
+            registry=r,
+        )
+        self.connections_refused_total = Counter(
+            PREFIX + "connections_refused_total",
+            "Client connections refused, by reason (max-connections, out-of-fds).",
+            ["reason"],
+            registry=r,
+        )
+        self.client_timeouts_total = Counter(
+            PREFIX + "client_timeouts_total",
+            "Client connections or requests ended by a timeout, by phase (header, idle, body, "
+            "send).",
+            ["phase"],
+            registry=r,
+        )
+        self.buffered_body_bytes = Gauge(
+            PREFIX + "buffered_body_bytes",
+            "Bytes of request bodies held in memory now, against buffered_body_budget.",
+            registry=r,
+        )

@@ -1,8 +1,13 @@
-"""The request path, in order, in one place.
+"""The request path, in order, in one module (DESIGN.md, "The request path").
 
-route → (100 Continue) → read body → classify → limit → attempt loop (limit again on a retry →
-credentials → sign → send → judge, backoff) → answer; metrics and one structured log line per
-request, whatever happened to it.
+    accept → route → body → classify → [client fault] → limit → attempt loop → answer, then record
+
+Each stage is a function of the request context, run in the order of STAGES. A stage that
+refuses raises a ProxyError, which becomes the answer in the service's own format; record
+writes the one log line and the metrics whatever happened. The front (proxy.front) hands
+every request over as an Exchange (its own request object and response writer): nothing here
+knows sockets, parsers or frameworks. The context owns the upstream answer it holds and is
+the one place that releases it.
 """
 
 from __future__ import annotations
@@ -11,11 +16,10 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import Counter, Histogram
 
 from proxy.aws.errors import render_error
@@ -28,8 +32,18 @@ from proxy.bodies.spool import SpoolArea
 from proxy.clock import Clock
 from proxy.config.model import Config
 from proxy.credentials.base import CredentialSource
-from proxy.errors import BadRequest, ClientBodyTimeout, PayloadTooLarge, ProxyError
+from proxy.errors import (
+    BadRequest,
+    ClientClosed,
+    ClientTimeout,
+    HeaderTooLarge,
+    PayloadTooLarge,
+    ProxyError,
+    VersionNotSupported,
+)
 from proxy.faults.stage import FaultInjector
+from proxy.front.errors import client_error
+from proxy.front.exchange import Exchange
 from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics, status_class
 from proxy.ratelimit import RateLimiter
@@ -43,35 +57,19 @@ from proxy.upstream.client import UpstreamClient, UpstreamResponse, stream_body
 log = get_logger("proxy.request")
 
 ATTEMPTS_HEADER = "x-throttle-proxy-attempts"
-# Logged and counted for a client that went away before its answer (nginx's convention).
-CLIENT_CLOSED = 499
 # Response headers AWS uses for its request id, in the order we look for them.
 _REQUEST_ID_HEADERS = ("x-amzn-RequestId", "x-amz-request-id")
 _S3_SERVICES = frozenset({"s3", "s3express", "s3-object-lambda"})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Refusals after which the connection may hold unread or unparsable bytes: not reused.
+_CLOSING_ERRORS = (BadRequest, PayloadTooLarge, HeaderTooLarge, ClientTimeout, VersionNotSupported)
+_EMPTY_BODY = ClientBody(b"", 0)
 _request_ids = itertools.count(1)
 _ID_PREFIX = os.urandom(4).hex()
 
 
-@dataclass
-class RequestContext:
-    """What one request learned on its way through, for the log line and the metrics."""
-
-    request_id: str
-    started: float
-    method: str
-    target: Target | None = None
-    operation: Operation | None = None
-    attempts: int = 0
-    waited: float = 0.0
-    status: int = 0
-    aws_request_id: str | None = None
-    error: str | None = None
-
-
 @dataclass(frozen=True)
 class PipelineParts:
-    """Everything the pipeline calls; swapped whole on reload."""
+    """Everything the stages call that a reload may change; swapped whole on reload."""
 
     config: Config
     router: Router
@@ -79,8 +77,255 @@ class PipelineParts:
     attempts: AttemptRunner
 
 
+@dataclass
+class Services:
+    """What the stages share for the proxy's whole life (built once at start)."""
+
+    credentials: CredentialSource
+    upstream: UpstreamClient
+    metrics: Metrics
+    clock: Clock
+    keys: SigningKeyCache
+    debug: bool
+    faults: FaultInjector
+    spool: SpoolArea | None = None
+
+    def body_limits(self, config: Config) -> BodyLimits:
+        """The body limits of `config`; one spool area (and disk budget) while its settings
+        stay the same across reloads."""
+        spool = self.spool
+        if spool is None or spool.settings != (config.spool_dir, config.spool_budget):
+            spool = self.spool = SpoolArea(config.spool_dir, config.spool_budget)
+        return BodyLimits(config.max_buffered_body, config.max_body, spool)
+
+
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    """What one request carries through the stages, and learns on its way for the record."""
+
+    exchange: Exchange
+    parts: PipelineParts  # one config for the whole request, even across a reload
+    services: Services
+    request_id: str
+    started: float
+    target: Target | None = None
+    body: ClientBody = _EMPTY_BODY
+    forwardable: list[tuple[str, str]] | None = None  # the client's headers that go upstream
+    operation: Operation | None = None
+    attempts: int = 0
+    waited: float = 0.0
+    status: int = 0
+    aws_request_id: str | None = None
+    error: str | None = None
+    upstream: UpstreamResponse | None = None  # the upstream answer held, released by record
+
+    def hold(self, response: UpstreamResponse | None) -> None:
+        """Keep `response` as the answer; the one held before goes back to the pool."""
+        held, self.upstream = self.upstream, response
+        if held is not None and held is not response:
+            held.release()
+
+
+Stage = Callable[[RequestContext], Awaitable[None]]
+
+
+# -- the stages, in order ------------------------------------------------------------------
+
+
+async def accept(ctx: RequestContext) -> None:
+    """A request the front could not parse (or capped) is refused before anything else."""
+    refusal = ctx.exchange.refusal
+    if refusal is not None and not ctx.exchange.method:
+        raise refusal
+
+
+async def route(ctx: RequestContext) -> None:
+    """Where it goes and whether it may go there (three ways in; CONNECT refused)."""
+    exchange = ctx.exchange
+    ctx.target = ctx.parts.router.resolve(
+        exchange.method, exchange.target, exchange.headers.get("Host")
+    )
+    if exchange.refusal is not None:
+        # Routed first (505 for an HTTP version we do not speak) so the refusal is written
+        # in the service's format.
+        raise exchange.refusal
+
+
+async def body(ctx: RequestContext) -> None:
+    """Refuse what cannot be taken (413, the memory budget's 503) before inviting the body
+    with 100 Continue; then buffer it, spool it, or hand it over as a stream (bodies.intake)."""
+    exchange, config, target = ctx.exchange, ctx.parts.config, ctx.target
+    assert target is not None
+    headers = exchange.headers
+    streamable = target.endpoint.service in _S3_SERVICES and exchange.method in ("PUT", "POST")
+    length = declared_length(headers.get("Content-Length"))
+    limits = ctx.services.body_limits(config)
+    refuse_before_continue(length, limits, streamable)
+    source = exchange.body
+    if source is not None:
+        # What will be held in memory counts against buffered_body_budget: a body that fits
+        # max_buffered_body, or a chunked one (it may grow to that before it spools or is
+        # refused). Larger bodies stream or spool with flow control, a few pieces at a time.
+        if length is None:
+            exchange.reserve_body(config.max_buffered_body)
+        elif length <= config.max_buffered_body:
+            exchange.reserve_body(length)
+    expect = headers.get("Expect")
+    if expect is not None and exchange.version == "1.1":
+        if expect.lower() != "100-continue":
+            raise BadRequest(f"unsupported Expect: {expect[:40]}")
+        # botocore sends it on every S3 upload: say go ahead now that the request is routable
+        # and fits, so the client does not sit out its one-second wait.
+        exchange.send_continue()
+    ctx.forwardable = forwardable_request_headers(headers)
+    if source is None:
+        return
+    ctx.body = await read_body(
+        source,
+        headers,
+        ctx.forwardable,
+        length,
+        limits,
+        s3_upload=streamable,
+        has_body=True,
+        resigned=not target.presigned,
+    )
+
+
+async def classify_request(ctx: RequestContext) -> None:
+    """Which AWS operation (rate-limit rules, metric labels, error format)."""
+    exchange, target = ctx.exchange, ctx.target
+    assert target is not None
+    ctx.operation = classify(
+        exchange.method, target.endpoint, target.path, target.query, exchange.headers, ctx.body.data
+    )
+
+
+async def client_fault(ctx: RequestContext) -> None:
+    """Load tests: a fault rule `at: client` answers the app itself (or cuts it off)."""
+    faults = ctx.services.faults
+    if not faults.client_on:
+        return
+    target, op, exchange = ctx.target, ctx.operation, ctx.exchange
+    assert target is not None
+    assert op is not None
+    injected = await faults.at_client(
+        op,
+        target,
+        ctx.request_id,
+        exchange.abort_quietly,
+        silence=ctx.parts.config.retry.max_total_time,
+    )
+    if injected is not None:
+        ctx.status, ctx.error = injected.status, "fault-injected"
+        exchange.respond(injected.status, injected.headers.items(), injected.body)
+
+
+async def limit(ctx: RequestContext) -> None:
+    """Wait for every matching rule's token (or be refused in the service's throttle format)."""
+    assert ctx.operation is not None
+    ctx.waited = await ctx.parts.limiter.acquire(ctx.operation)
+
+
+async def attempt_loop(ctx: RequestContext) -> None:
+    """Sign and send until an answer worth keeping; the loop and its budgets are retry's."""
+    parts, exchange, target, op, body = (
+        ctx.parts,
+        ctx.exchange,
+        ctx.target,
+        ctx.operation,
+        ctx.body,
+    )
+    assert target is not None
+    assert op is not None
+    forwardable = ctx.forwardable
+    if forwardable is None:
+        forwardable = forwardable_request_headers(exchange.headers)
+    headers = body.upstream_headers(forwardable)
+    if body.data is not None:
+        payload_hash: str | None = await sha256_hex(body.data)
+    else:
+        payload_hash = body.spool.sha256 if body.spool is not None else None
+    # retry.max_total_time bounds the wait for an answer too, not only the backoffs.
+    deadline = asyncio.get_running_loop().time() + parts.config.retry.max_total_time
+
+    async def send(attempt: int) -> UpstreamResponse:
+        if attempt > 1:
+            ctx.hold(None)  # the previous answer's connection is free before the next send
+            # A retry is a call too: it waits for a token like any other.
+            ctx.waited += await parts.limiter.acquire(op)
+        faults = ctx.services.faults
+        if faults.upstream_on:
+            response = await faults.at_upstream(
+                op,
+                target,
+                ctx.request_id,
+                lambda: _send_once(ctx, headers, payload_hash, deadline),
+                read_timeout=parts.config.upstream.read_timeout,
+                deadline=deadline,
+            )
+        else:
+            response = await _send_once(ctx, headers, payload_hash, deadline)
+        ctx.hold(response)
+        return response
+
+    result = await parts.attempts.run(op, send, body.replayable)
+    ctx.hold(result.response)
+    ctx.attempts = result.attempts
+
+
+async def answer(ctx: RequestContext) -> None:
+    """Stream the upstream answer back: small ones in one write, others as they arrive."""
+    upstream, exchange = ctx.upstream, ctx.exchange
+    assert upstream is not None
+    ctx.status = upstream.status
+    ctx.aws_request_id = _aws_request_id(upstream.headers)
+    headers = response_headers(upstream.headers)
+    headers.append((ATTEMPTS_HEADER, str(ctx.attempts)))
+    head_only = exchange.method == "HEAD"
+    if upstream.body is not None and not head_only:
+        exchange.respond(upstream.status, headers, upstream.body)
+        return
+    length = upstream.headers.get("Content-Length")
+    exchange.start(
+        upstream.status, headers, int(length) if length is not None and length.isdigit() else None
+    )
+    if head_only:
+        exchange.end()
+        return
+    try:
+        async for chunk in stream_body(upstream):
+            await exchange.write(chunk)
+    except ClientClosed:
+        raise
+    except ProxyError as error:
+        # Headers are gone: the only honest signal left is a cut connection, and the record
+        # says the request failed (never a 2xx for a cut body).
+        ctx.status, ctx.error = error.status, error.reason
+        ctx.services.metrics.proxy_errors_total.labels(error.reason).inc()
+        log.warning("upstream-body-failed", error=error.message)
+        exchange.abort(error.reason)
+        return
+    exchange.end()
+
+
+STAGES: tuple[Stage, ...] = (
+    accept,
+    route,
+    body,
+    classify_request,
+    client_fault,
+    limit,
+    attempt_loop,
+    answer,
+)
+
+
+# -- the pipeline: stages in order, refusals answered, the record written ----------------
+
+
 class RequestPipeline:
-    """Handles one client request end to end (the aiohttp low-level handler)."""
+    """Runs STAGES for each request the front hands over."""
 
     def __init__(
         self,
@@ -96,265 +341,83 @@ class RequestPipeline:
         self.parts = parts
         self.faults = faults or FaultInjector((), None, metrics, clock)
         self.recorder = recorder
-        self._credentials = credentials
-        self._upstream = upstream
+        self.services = Services(
+            credentials,
+            upstream,
+            metrics,
+            clock,
+            SigningKeyCache(),
+            parts.config.log_level == "debug",
+            self.faults,
+        )
         self._metrics = metrics
-        self._clock = clock
-        self._keys = SigningKeyCache()
-        self._debug = parts.config.log_level == "debug"
         # At warning and above the per-request line is not written: skip building it too.
         self._log_requests = parts.config.log_level in ("debug", "info")
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
-        self._spool: SpoolArea | None = None
 
-    def _body_limits(self, config: Config) -> BodyLimits:
-        """The body limits of `config`; one spool area (and disk budget) while its settings
-        stay the same across reloads."""
-        spool = self._spool
-        if spool is None or spool.settings != (config.spool_dir, config.spool_budget):
-            spool = self._spool = SpoolArea(config.spool_dir, config.spool_budget)
-        return BodyLimits(config.max_buffered_body, config.max_body, spool)
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, exchange: Exchange) -> None:
         ctx = RequestContext(
-            request_id=f"{_ID_PREFIX}-{next(_request_ids):x}",
-            started=time.perf_counter(),
-            method=request.method,
+            exchange,
+            self.parts,
+            self.services,
+            f"{_ID_PREFIX}-{next(_request_ids):x}",
+            time.perf_counter(),
         )
-        parts = self.parts  # one config for the whole request, even across a reload
         self._metrics.inflight_requests.inc()
         try:
-            return await self._proxy(request, parts, ctx)
+            for stage in STAGES:
+                await stage(ctx)
+                if exchange.finished:
+                    break  # answered early (a fault rule at the client)
         except ProxyError as error:
-            return self._answer_error(request, error, ctx)
-        except asyncio.IncompleteReadError:
-            short = BadRequest("the client sent fewer body bytes than its Content-Length")
-            return self._answer_error(request, short, ctx)
-        except (asyncio.CancelledError, ConnectionError):
-            # The client went away (aiohttp cancels the handler) or the write failed.
-            ctx.status, ctx.error = CLIENT_CLOSED, "client-closed"
+            self._answer_error(ctx, error)
+        except ConnectionError as exc:  # the client's socket, as the front maps it
+            self._answer_error(ctx, client_error(exc))
+        except asyncio.CancelledError:
+            # The client went away (the front cancels its request) or the proxy is stopping.
+            ctx.status, ctx.error = ClientClosed.status, exchange.close_reason or "client-closed"
             raise
         except Exception:
             # A bug of ours: say so in the service's format, log it, keep serving the rest.
             log.exception("internal-error", request_id=ctx.request_id)
-            internal = ProxyError("internal error in throttle-proxy; see its log")
-            return self._answer_error(request, internal, ctx)
+            self._answer_error(ctx, ProxyError("internal error in throttle-proxy; see its log"))
         finally:
+            ctx.hold(None)
+            ctx.body.discard()  # a spooled body's file goes whatever happened
             self._metrics.inflight_requests.dec()
             self._record(ctx)
 
-    async def _proxy(
-        self, request: web.BaseRequest, parts: PipelineParts, ctx: RequestContext
-    ) -> web.StreamResponse:
-        config = parts.config
-        method = request.method
-        target = parts.router.resolve(method, request.raw_path, request.headers.get("Host"))
-        ctx.target = target
-        streamable = target.endpoint.service in _S3_SERVICES and method in ("PUT", "POST")
-        length = declared_length(request.headers.get("Content-Length"))
-        limits = self._body_limits(config)
-        # Refuse an oversized body before inviting it with 100 Continue.
-        refuse_before_continue(length, limits, streamable)
-        await _answer_expect(request)
-        headers = forwardable_request_headers(request.headers)
-        body = await read_body(
-            request.content,
-            request.headers,
-            headers,
-            length,
-            limits,
-            s3_upload=streamable,
-            has_body=request.body_exists,
-            resigned=not target.presigned,
-        )
-        try:
-            return await self._send_body(request, parts, ctx, target, body, headers)
-        finally:
-            body.discard()  # a spooled body's file goes whatever happened
-
-    async def _send_body(
-        self,
-        request: web.BaseRequest,
-        parts: PipelineParts,
-        ctx: RequestContext,
-        target: Target,
-        body: ClientBody,
-        headers: list[tuple[str, str]],
-    ) -> web.StreamResponse:
-        config, method = parts.config, request.method
-        op = classify(
-            method, target.endpoint, target.path, target.query, request.headers, body.data
-        )
-        ctx.operation = op
-        if self.faults.client_on:
-            injected = await self.faults.at_client(
-                op, target, ctx.request_id, _cutter(request), silence=config.retry.max_total_time
-            )
-            if injected is not None:
-                ctx.status, ctx.error = injected.status, "fault-injected"
-                return web.Response(
-                    status=injected.status, body=injected.body, headers=injected.headers
-                )
-        ctx.waited = await parts.limiter.acquire(op)
-        headers = body.upstream_headers(headers)
-        if body.data is not None:
-            payload_hash: str | None = await sha256_hex(body.data)
-        else:
-            payload_hash = body.spool.sha256 if body.spool is not None else None
-        # retry.max_total_time bounds the wait for an answer too, not only the backoffs.
-        deadline = asyncio.get_running_loop().time() + config.retry.max_total_time
-
-        async def send(attempt: int) -> UpstreamResponse:
-            if attempt > 1:
-                # A retry is a call too: it waits for a token like any other.
-                ctx.waited += await parts.limiter.acquire(op)
-            if self.faults.upstream_on:
-                return await self.faults.at_upstream(
-                    op,
-                    target,
-                    ctx.request_id,
-                    lambda: self._send_once(
-                        parts, method, target, headers, body, payload_hash, deadline
-                    ),
-                    read_timeout=config.upstream.read_timeout,
-                    deadline=deadline,
-                )
-            return await self._send_once(
-                parts, method, target, headers, body, payload_hash, deadline
-            )
-
-        result = await parts.attempts.run(op, send, body.replayable)
-        ctx.attempts = result.attempts
-        return await self._answer(request, result.response, ctx)
-
-    async def _send_once(
-        self,
-        parts: PipelineParts,
-        method: str,
-        target: Target,
-        headers: list[tuple[str, str]],
-        body: ClientBody,
-        payload_hash: str | None,
-        deadline: float,
-    ) -> UpstreamResponse:
-        # A fresh snapshot and signature for every attempt: a retry may cross a refresh.
-        if target.presigned:
-            # Signed by the client in its query: sent as received, none of our credentials.
-            wire = presigned_send(target.host_header, target.path, target.query, headers, body)
-            if self._debug:
-                log.debug("upstream-attempt", target=wire.target, headers=dict(wire.headers))
-            return await self._upstream.send(
-                method, target.origin, wire.target, wire.headers, wire.body, deadline
-            )
-        creds = await self._credentials.get()
-        now = self._clock.time()
-        if payload_hash is not None:
-            if body.spool is not None:
-                # Read from disk again for every attempt; the length is the file's.
-                headers = [*headers, ("Content-Length", str(body.length))]
-            signed = sign(target.to_sign(method, headers, payload_hash), creds, now, self._keys)
-            request_target = _request_target(signed.path, signed.query)
-            if self._debug:
-                # Header values go through the log redaction (Authorization, token, signature).
-                log.debug("upstream-attempt", target=request_target, headers=dict(signed.headers))
-            payload = body.data if body.spool is None else body.spool.pieces()
-            return await self._upstream.send(
-                method, target.origin, request_target, signed.headers, payload, deadline
-            )
-        upload = streaming_upload(
-            method=method,
-            target=target,
-            headers=headers,
-            body=body,
-            creds=creds,
-            now=now,
-            keys=self._keys,
-            unsigned_over_https=parts.config.unsigned_payload,
-        )
-        return await self._upstream.send(
-            method,
-            target.origin,
-            _request_target(upload.path, upload.query),
-            upload.headers,
-            upload.body,
-            deadline,
-        )
-
-    async def _answer(
-        self, request: web.BaseRequest, upstream: UpstreamResponse, ctx: RequestContext
-    ) -> web.StreamResponse:
-        try:
-            ctx.status = upstream.status
-            ctx.aws_request_id = _aws_request_id(upstream.headers)
-            headers = response_headers(upstream.headers)
-            headers.append((ATTEMPTS_HEADER, str(ctx.attempts)))
-            if upstream.body is not None and request.method != "HEAD":
-                # Small answers and errors: one write.
-                return web.Response(status=upstream.status, body=upstream.body, headers=headers)
-            response = web.StreamResponse(status=upstream.status, headers=headers)
-            length = upstream.headers.get("Content-Length")
-            if length is not None and length.isdigit():
-                response.content_length = int(length)
-            await response.prepare(request)
-            if request.method != "HEAD":
-                try:
-                    async for chunk in stream_body(upstream):
-                        await response.write(chunk)
-                except ProxyError as error:
-                    # Headers are gone: the only honest signal left is a cut connection, and
-                    # the record says the request failed (never a 2xx for a cut body).
-                    ctx.status, ctx.error = error.status, error.reason
-                    self._metrics.proxy_errors_total.labels(error.reason).inc()
-                    log.warning("upstream-body-failed", error=error.message)
-                    response.force_close()
-                    return response
-                except (asyncio.CancelledError, ConnectionError):
-                    raise  # the client went away: handle() records it
-                except Exception:
-                    # Never a second response into a started one: log, cut, move on.
-                    ctx.error = "internal-error"
-                    log.exception("stream-back-failed", request_id=ctx.request_id)
-                    response.force_close()
-                    return response
-            await response.write_eof()
-            return response
-        finally:
-            upstream.release()
-
-    def _answer_error(
-        self, request: web.BaseRequest, error: ProxyError, ctx: RequestContext
-    ) -> web.StreamResponse:
-        ctx.error = error.reason
+    def _answer_error(self, ctx: RequestContext, error: ProxyError) -> None:
+        exchange = ctx.exchange
+        ctx.error = exchange.close_reason or error.reason
         # Attempts that reached the upstream (the retry loop counts them; refusals made none).
         ctx.attempts = error.attempts
-        if ctx.operation is not None:
-            protocol = ctx.operation.protocol
-        elif ctx.target is not None:
-            # Refused before the operation was known (a body too large): the service's format
-            # all the same, so the SDK parses it.
-            target = ctx.target
-            protocol = error_protocol(
-                request.method, target.endpoint, target.path, target.query, request.headers
-            )
-        else:
-            protocol = "plain"
-        answer = render_error(error, protocol, ctx.request_id)
+        if isinstance(error, ClientClosed):
+            ctx.status = error.status
+            return
+        if exchange.started:
+            # Never a second answer into a started one: cut the connection.
+            exchange.abort(error.reason)
+            return
+        answer = render_error(error, _error_protocol(ctx), ctx.request_id)
         ctx.status = answer.status
         self._metrics.proxy_errors_total.labels(error.reason).inc()
-        response = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+        headers = list(answer.headers.items())
         if ctx.attempts:
-            response.headers[ATTEMPTS_HEADER] = str(ctx.attempts)
-        if isinstance(error, BadRequest | ClientBodyTimeout | PayloadTooLarge) or (
-            request.method == "CONNECT"
-        ):
+            headers.append((ATTEMPTS_HEADER, str(ctx.attempts)))
+        if isinstance(error, _CLOSING_ERRORS) or exchange.method in ("CONNECT", ""):
             # The connection may hold unread garbage (or a body we refused); do not reuse it.
-            response.force_close()
-        return response
+            exchange.closes = True
+        try:
+            exchange.respond(answer.status, headers, answer.body)
+        except ClientClosed:
+            ctx.status = ClientClosed.status
 
     def _record(self, ctx: RequestContext) -> None:
         duration = time.perf_counter() - ctx.started
-        service = ctx.target.endpoint.service if ctx.target else "unknown"
-        operation = ctx.operation.label if ctx.operation else "other"
+        target, op = ctx.target, ctx.operation
+        service = target.endpoint.service if target else "unknown"
+        operation = op.label if op else "other"
         key = (service, operation, status_class(ctx.status))
         children = self._children.get(key)
         if children is None:
@@ -375,10 +438,10 @@ class RequestPipeline:
         log.info(
             "request",
             request_id=ctx.request_id,
-            method=ctx.method,
-            host=ctx.target.host_header if ctx.target else None,
+            method=ctx.exchange.method,
+            host=target.host_header if target else None,
             service=service,
-            operation=ctx.operation.name if ctx.operation else None,
+            operation=op.name if op else None,
             status=ctx.status,
             duration_ms=round(duration * 1000, 2),
             attempts=ctx.attempts,
@@ -388,33 +451,79 @@ class RequestPipeline:
         )
 
 
-async def _answer_expect(request: web.BaseRequest) -> None:
-    """`Expect: 100-continue` (botocore sends it on every S3 upload): say go ahead, once the
-    request is known to be routable, so the client does not sit out its one-second wait."""
-    expect = request.headers.get("Expect")
-    if expect is None or request.version < (1, 1):
-        return
-    if expect.lower() != "100-continue":
-        raise BadRequest(f"unsupported Expect: {expect[:40]}")
-    await request.writer.write(_CONTINUE)
-    request.writer.output_size = 0  # the interim answer is not part of the response's size
+async def _send_once(
+    ctx: RequestContext,
+    headers: list[tuple[str, str]],
+    payload_hash: str | None,
+    deadline: float,
+) -> UpstreamResponse:
+    services, method, target, body = ctx.services, ctx.exchange.method, ctx.target, ctx.body
+    assert target is not None
+    if target.presigned:
+        # Signed by the client in its query: sent as received, none of our credentials.
+        wire = presigned_send(target.host_header, target.path, target.query, headers, body)
+        if services.debug:
+            log.debug("upstream-attempt", target=wire.target, headers=dict(wire.headers))
+        return await services.upstream.send(
+            method, target.origin, wire.target, wire.headers, wire.body, deadline
+        )
+    # A fresh snapshot and signature for every attempt: a retry may cross a refresh.
+    creds = await services.credentials.get()
+    now = services.clock.time()
+    if payload_hash is not None:
+        if body.spool is not None:
+            # Read from disk again for every attempt; the length is the file's.
+            headers = [*headers, ("Content-Length", str(body.length))]
+        signed = sign(target.to_sign(method, headers, payload_hash), creds, now, services.keys)
+        request_target = _request_target(signed.path, signed.query)
+        if services.debug:
+            # Header values go through the log redaction (Authorization, token, signature).
+            log.debug("upstream-attempt", target=request_target, headers=dict(signed.headers))
+        payload = body.data if body.spool is None else body.spool.pieces()
+        return await services.upstream.send(
+            method, target.origin, request_target, signed.headers, payload, deadline
+        )
+    upload = streaming_upload(
+        method=method,
+        target=target,
+        headers=headers,
+        body=body,
+        creds=creds,
+        now=now,
+        keys=services.keys,
+        unsigned_over_https=ctx.parts.config.unsigned_payload,
+    )
+    return await services.upstream.send(
+        method,
+        target.origin,
+        _request_target(upload.path, upload.query),
+        upload.headers,
+        upload.body,
+        deadline,
+    )
 
 
-def _cutter(request: web.BaseRequest) -> Callable[[], None]:
-    """Closes the client's connection (a fault rule's `reset` at the client)."""
-
-    def cut() -> None:
-        if request.transport is not None:
-            request.transport.abort()
-
-    return cut
+def _error_protocol(ctx: RequestContext) -> str:
+    """The wire protocol to answer an error in: the operation's, else the service's as far as
+    the request's head says (a refusal before the body was read), else plain text."""
+    if ctx.operation is not None:
+        return ctx.operation.protocol
+    target, exchange = ctx.target, ctx.exchange
+    if target is None:
+        return "plain"
+    try:
+        return error_protocol(
+            exchange.method, target.endpoint, target.path, target.query, exchange.headers
+        )
+    except Exception:  # a refusal must not fail on its way out: plain text then
+        return "plain"
 
 
 def _request_target(path: str, query: str) -> str:
     return f"{path}?{query}" if query else path
 
 
-def _aws_request_id(headers: CIMultiDictProxy[str]) -> str | None:
+def _aws_request_id(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
     for name in _REQUEST_ID_HEADERS:
         value = headers.get(name)
         if value:

@@ -121,7 +121,8 @@ class AttemptRunner:
 
         `send(n)` signs afresh and sends attempt n (1-based); it raises UpstreamUnavailable or
         UpstreamTimeout when no answer came. If the last attempt raised, that ProxyError is
-        re-raised with `.attempts` set. Answers that get retried are released here."""
+        re-raised with `.attempts` set. Releasing answers is the caller's (the pipeline's
+        request context owns the one it holds and lets go of it before the next send)."""
         config = self._config
         limit = max_attempts_for(config, op.service) if replayable else 1
         deadline = (
@@ -286,9 +287,6 @@ class _Attempts:
         if self.runner.on_retry is not None:
             self.runner.on_retry(self.op)
         children.backoff.child((self._service,)).observe(state.upcoming_sleep)
-        outcome = state.outcome
-        if outcome is not None and not outcome.failed:
-            cast(_Answered, outcome.result()).response.release()
 
     def last_outcome(self, state: RetryCallState) -> _Answered:
         """Out of budget: hand back the last answer, or re-raise the last failure."""

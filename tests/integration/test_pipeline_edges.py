@@ -4,6 +4,7 @@ bodies either way, retries that wait for a token."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -105,7 +106,7 @@ async def test_retries_wait_for_a_rate_limit_token(
     assert all(gap > 0.15 for gap in gaps), gaps
 
 
-async def test_client_gone_mid_body_is_logged_and_others_are_served(
+async def test_client_short_body_is_a_400_of_its_own_and_others_are_served(
     proxy: ProxyProcess,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
@@ -114,17 +115,34 @@ async def test_client_gone_mid_body_is_logged_and_others_are_served(
             f"POST / HTTP/1.1\r\nHost: {EC2}\r\nContent-Length: 100\r\n\r\nAction=X".encode()
         )
         await writer.drain()
-        writer.write_eof()  # 8 of 100 bytes, then gone
-        assert await asyncio.wait_for(reader.read(65536), 5) == b""
+        writer.write_eof()  # 8 of 100 bytes, then no more: the client's fault, not upstream's
+        answer = await asyncio.wait_for(reader.read(65536), 5)
     finally:
         writer.close()
-    assert await eventually(lambda: '"error": "client-closed"' in proxy.log_text(), 3)
-    assert '"status": 499' in proxy.log_text()
+    head = answer.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 400 "), head
+    assert "x-throttle-proxy-error: client-body-incomplete" in head
+    assert await eventually(lambda: '"error": "client-body-incomplete"' in proxy.log_text(), 3)
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{proxy.url}/?Action=DescribeInstances", headers={"Host": EC2}) as answer,
+        session.get(f"{proxy.url}/?Action=DescribeInstances", headers={"Host": EC2}) as answer2,
     ):
-        assert answer.status == 200
+        assert answer2.status == 200
+
+
+async def test_client_gone_mid_body_is_counted_as_the_client(proxy: ProxyProcess) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(f"POST / HTTP/1.1\r\nHost: {EC2}\r\nContent-Length: 100\r\n\r\nAc".encode())
+    await writer.drain()
+    writer.transport.abort()  # gone for good: nobody to answer
+    # Whether the reset reads as a close (499) or as the end of a short body (400) depends on
+    # the loop; either way it is the client's, never an upstream failure.
+    assert await eventually(lambda: '"event": "request"' in proxy.log_text(), 3)
+    line = next(json.loads(x) for x in proxy.log_text().splitlines() if '"request"' in x)
+    assert (line["status"], line["error"]) in {
+        (499, "client-closed"),
+        (400, "client-body-incomplete"),
+    }, line
 
 
 async def test_upstream_dying_mid_body_cuts_the_client_and_is_logged(

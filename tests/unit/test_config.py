@@ -14,6 +14,7 @@ from proxy.config.model import (
     DEFAULT_ALLOW_HOSTS,
     Config,
     ConfigError,
+    ConnectionsConfig,
     CredentialsConfig,
     LimitPolicy,
     LimitRule,
@@ -28,9 +29,9 @@ from proxy.config.model import (
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 TOP_KEYS = (
-    "admin_listen, admin_token_file, allow_hosts, credentials, fault_seed, faults, "
-    "include_default_limits, limit_policy, limits, listen, log_level, max_body, "
-    "max_buffered_body, max_header_size, redis, region, retry, routes, shutdown_grace, "
+    "admin_listen, admin_token_file, allow_hosts, buffered_body_budget, connections, "
+    "credentials, fault_seed, faults, include_default_limits, limit_policy, limits, listen, "
+    "log_level, max_body, max_buffered_body, redis, region, retry, routes, shutdown_grace, "
     "spool_budget, spool_dir, unsigned_payload, upstream"
 )
 ROUTE = "routes:\n  - {path_prefix: /s3, upstream: 'http://127.0.0.1:9000', service: s3"
@@ -223,7 +224,15 @@ upstream:
   verify_tls: false
   ca_bundle: /etc/ca.pem
 max_buffered_body: 1MiB
-max_header_size: 32KiB
+connections:
+  header_timeout: 3s
+  idle_timeout: 2m
+  body_timeout: 250ms
+  send_timeout: 7
+  max_connections: 50
+  max_header_bytes: 32KiB
+  max_headers: 20
+buffered_body_budget: 64MiB
 unsigned_payload: true
 shutdown_grace: 45s
 """,
@@ -275,7 +284,8 @@ shutdown_grace: 45s
     )
     assert config.upstream == UpstreamConfig(1.0, 120.0, 8, False, "/etc/ca.pem")
     assert config.max_buffered_body == 1024 * 1024
-    assert config.max_header_size == 32 * 1024
+    assert config.connections == ConnectionsConfig(3.0, 120.0, 0.25, 7.0, 50, 32 * 1024, 20)
+    assert config.buffered_body_budget == 64 * 1024 * 1024
     assert config.unsigned_payload is True
     assert config.shutdown_grace == 45.0
     assert config.source.endswith("proxy.yaml")
@@ -470,9 +480,32 @@ BAD_CONFIGS: list[tuple[str, str]] = [
     ("spool_budget: lots\n", "spool_budget: expected a size like 8MiB or a byte count, got 'lots'"),
     ("spool_dir: 7\n", "spool_dir: expected a non-empty string, got int"),
     (
-        "max_header_size: 1.5KiB\n",
-        "max_header_size: expected a size like 8MiB or a byte count, got '1.5KiB'",
+        "connections: {max_header_bytes: 1.5KiB}\n",
+        "connections.max_header_bytes: expected a size like 8MiB or a byte count, got '1.5KiB'",
     ),
+    (
+        "connections: {max_header_bytes: 100}\n",
+        "connections.max_header_bytes: must be at least 256, got 100",
+    ),
+    (
+        "connections: {header_timeout: 0}\n",
+        "connections.header_timeout: must be greater than 0, got 0",
+    ),
+    (
+        "connections: {max_connections: 0}\n",
+        "connections.max_connections: must be at least 1, got 0",
+    ),
+    ("connections: {max_headers: many}\n", "connections.max_headers: expected an integer, got str"),
+    (
+        "connections: {keepalive: 5s}\n",
+        "connections.keepalive: unknown key (known keys: body_timeout, header_timeout, "
+        "idle_timeout, max_connections, max_header_bytes, max_headers, send_timeout)",
+    ),
+    (
+        "buffered_body_budget: lots\n",
+        "buffered_body_budget: expected a size like 8MiB or a byte count, got 'lots'",
+    ),
+    ("max_header_size: 32KiB\n", "max_header_size: renamed to connections.max_header_bytes"),
     # listen addresses
     ("listen: localhost\n", "listen: expected host:port, got 'localhost'"),
     ("listen: 'h:99999'\n", "listen: expected host:port, got 'h:99999'"),
@@ -728,7 +761,8 @@ def test_readme_table_lists_every_top_level_key() -> None:
         "max_body",
         "spool_dir",
         "spool_budget",
-        "max_header_size",
+        "connections",
+        "buffered_body_budget",
         "unsigned_payload",
         "shutdown_grace",
     ],
@@ -786,5 +820,6 @@ def test_defaults_spelled_out() -> None:
     assert config.credentials == CredentialsConfig(None, 900.0, 600.0, 30.0)
     assert config.upstream == UpstreamConfig(5.0, 60.0, 256, True, None)
     assert config.max_buffered_body == 8 * 1024 * 1024
-    assert config.max_header_size == 16 * 1024
+    assert config.connections == ConnectionsConfig(10.0, 75.0, 60.0, 60.0, 4096, 64 * 1024, 100)
+    assert config.buffered_body_budget == 256 * 1024 * 1024
     assert (config.unsigned_payload, config.shutdown_grace) == (False, 20.0)

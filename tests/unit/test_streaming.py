@@ -3,18 +3,16 @@ UNSIGNED-PAYLOAD only where it is allowed (HTTPS, when configured)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Sequence
 
 import pytest
-from aiohttp import StreamReader
-from aiohttp.base_protocol import BaseProtocol
 
 from proxy.aws.routing import Router, Target
 from proxy.bodies.client import STREAM_CHUNK, ClientBody
 from proxy.config.model import parse_config
 from proxy.credentials.base import Credentials
+from proxy.front.body import RequestBody
 from proxy.signing.chunked import ChunkSigner
 from proxy.signing.sigv4 import (
     STREAMING_PAYLOAD,
@@ -40,24 +38,26 @@ FRAME_HEADER = re.compile(rb"^([0-9a-f]+);chunk-signature=([0-9a-f]{64})$")
 SIGNER_HEADERS = {"host", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"}
 
 
-class UnpausableProtocol(BaseProtocol):
-    """No connection behind the reader: flow control has nothing to pause."""
+class NoSocket:
+    """No connection behind the body: flow control has nothing to pause."""
 
-    def pause_reading(self) -> None:
-        self._reading_paused = False
+    def pause_body(self) -> None:
+        pass
 
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        self._reading_paused = False
+    def resume_body(self) -> None:
+        pass
+
+    def now(self) -> float:
+        return 0.0
 
 
 def client_body(data: bytes, extra: bytes = b"") -> ClientBody:
     """A streamed body of `data`, fed in uneven pieces, with `extra` after it on the stream."""
-    loop = asyncio.get_running_loop()
-    source = StreamReader(UnpausableProtocol(loop), 2**16, loop=loop)
+    source = RequestBody(NoSocket())
     fed = data + extra
     for start in range(0, len(fed), 10_007):
-        source.feed_data(fed[start : start + 10_007])
-    source.feed_eof()
+        source.feed(fed[start : start + 10_007])
+    source.finish()
     return ClientBody(None, len(data), source)
 
 
@@ -276,7 +276,7 @@ async def test_client_content_encoding_follows_aws_chunked() -> None:
 
 async def test_upload_reads_only_the_declared_length() -> None:
     body = client_body(b"p" * 1000, extra=b"NEXT-REQUEST")
-    assert body.source is not None
+    assert isinstance(body.source, RequestBody)
     await sent_bytes(upload(http_target(), body))
     assert await body.source.read() == b"NEXT-REQUEST"
 
