@@ -23,6 +23,8 @@ _GLOBAL_REGION = "us-east-1"
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")
 _IOT_DATA_PREFIX = "data-ats.iot"
 _LEGACY_SQS_LABEL = "queue"
+_DYNAMODB_ACCOUNT_LABELS = frozenset({"ddb", "search-ddb"})
+_S3_EXPRESS_CONTROL = "s3express-control"
 _LEGACY_S3 = re.compile(r"^s3-(?:fips-)?(.+)$")  # s3-us-west-2, s3-external-1
 
 
@@ -149,9 +151,15 @@ def _resolve(labels: list[str], region: str) -> Endpoint:
     """Find the longest known endpoint prefix at the end of the labels; what is in front of
     it is a bucket (S3) or an id we do not need (API Gateway's api id, S3 Control's account).
     """
+    if len(labels) == 2 and labels[1] in _DYNAMODB_ACCOUNT_LABELS and labels[0].isdigit():
+        # DynamoDB's account-based endpoints: {account}.ddb.{region}
+        return _endpoint("dynamodb", "dynamodb", region, [])
     for start in range(len(labels)):
         tail = labels[start:]
-        if tail[0].startswith("s3express-") and tail[0] != "s3express-control":
+        if tail[0].startswith(_S3_EXPRESS_CONTROL):
+            # Directory buckets' control plane signs as s3express too (botocore's S3 rules).
+            return _endpoint("s3express", _S3_EXPRESS_CONTROL, region, [])
+        if tail[0].startswith("s3express-"):
             # S3 Express directory buckets: {bucket}.s3express-{zone}.{region}
             return _endpoint("s3express", "s3express", region, labels[:start])
         prefix = _normalised(tail)

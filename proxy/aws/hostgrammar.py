@@ -34,7 +34,7 @@ _ACCESS_POINT = re.compile(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]-\d{12}$")
 # Availability zone ids (`use1-az4`, `usw2-lax1-az1` for Local Zones) in S3 Express names.
 _AZ_ID = r"[a-z]{2,5}\d{1,2}(?:-[a-z]{3}\d{1,2})?-az\d{1,2}"
 _EXPRESS_ENDPOINT = re.compile(rf"^s3express-(?:fips-)?({_AZ_ID})$")
-_EXPRESS_BUCKET = re.compile(rf"^([a-z0-9][a-z0-9-]*[a-z0-9])--({_AZ_ID})--x-s3$")
+_EXPRESS_BUCKET = re.compile(rf"^([a-z0-9](?:[a-z0-9-]*[a-z0-9])?)--({_AZ_ID})--x-s3$")
 _LEGACY_S3 = re.compile(r"^s3-(?:fips-)?(.+)$")  # s3-us-west-2, s3-fips-us-gov-west-1
 _S3_REGIONLESS = frozenset({"s3", "s3-external-1"})
 # Bucket-name endings S3 reserves for things that are not plain buckets: Object Lambda
@@ -43,9 +43,11 @@ _S3_REGIONLESS = frozenset({"s3", "s3-external-1"})
 _RESERVED_BUCKET_SUFFIXES = ("--ol-s3", "--x-s3", "--table-s3", ".mrap")
 _RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-")
 _LEGACY_SQS_LABEL = "queue"
+_ACCESS_POINT_ENDPOINTS = frozenset({"s3-accesspoint", "s3-accesspoint-fips"})
+_CONTROL_ENDPOINTS = frozenset({"s3-control", "s3-control-fips"})
+_EXPRESS_CONTROL_ENDPOINTS = frozenset({"s3express-control", "s3express-control-fips"})
 _MARKERS = frozenset({"dualstack", "fips", "global"})
-# The partitions' dual-stack suffixes (`api.aws`, `api.amazonwebservices.com.cn`, ...) carry
-# `{prefix}.{region}` names only: S3 spells dual-stack as a `dualstack` label instead.
+# The partitions' dual-stack suffixes (`api.aws`, `api.amazonwebservices.com.cn`, ...).
 _DUAL_STACK_SUFFIXES = frozenset(s for s in CATALOG.suffixes if s.startswith("api."))
 
 
@@ -139,25 +141,42 @@ def _region_less(labels: list[str]) -> bool:
     return _service_labels(labels, global_ok=True)
 
 
-def _leading_label(labels: list[str]) -> bool:
-    """One label in front of an endpoint AWS terminates for that label's owner."""
-    head, rest = labels[0], labels[1:]
-    if len(rest) < 2 or not _is_region(rest[-1]):
+def _endpoint_label(service: list[str]) -> str | None:
+    """`name` or `name.dualstack` -> name; anything longer is no single endpoint."""
+    if len(service) == 1 or (len(service) == 2 and service[1] == "dualstack"):
+        return service[0]
+    return None
+
+
+def _s3_express_endpoint(labels: list[str]) -> bool:
+    """S3 Express endpoints without a bucket: `s3express-control[-fips][.dualstack].{region}`
+    and the zonal `s3express[-fips]-{az}[.dualstack].{region}` (no catalog prefix names them)."""
+    *service, region = labels
+    name = _endpoint_label(service)
+    if name is None or not _is_region(region):
         return False
-    service = rest[:-1]
-    if service[0] in ("s3-accesspoint", "s3-accesspoint-fips") and service[1:] in (
-        [],
-        ["dualstack"],
-    ):
+    return name in _EXPRESS_CONTROL_ENDPOINTS or _EXPRESS_ENDPOINT.match(name) is not None
+
+
+def _leading_label(labels: list[str], dual_stack_suffix: bool) -> bool:
+    """One label in front of an endpoint AWS terminates for that label's owner."""
+    head, *service, region = labels
+    if not service or not _is_region(region):
+        return False
+    if service in (["ddb"], ["search-ddb"]):
+        # DynamoDB's account endpoints exist under both suffixes (botocore's endpoint rules).
+        return _ACCOUNT.match(head) is not None
+    name = _endpoint_label(service)
+    if name is None or dual_stack_suffix:
+        return False
+    if name in _ACCESS_POINT_ENDPOINTS:
         return _ACCESS_POINT.match(head) is not None
-    if service[0] in ("s3-control", "s3-control-fips") and service[1:] in ([], ["dualstack"]):
+    if name in _CONTROL_ENDPOINTS:
         return _ACCOUNT.match(head) is not None
-    if service == ["ddb"]:
-        return _ACCOUNT.match(head) is not None
-    express = _EXPRESS_ENDPOINT.match(service[0]) if len(service) == 1 else None
+    express = _EXPRESS_ENDPOINT.match(name)
     if express is not None:
         bucket = _EXPRESS_BUCKET.match(head)
-        return bucket is not None and bucket[2] == express[1] and len(head) <= 63
+        return bucket is not None and bucket[2] == express[1]
     return False
 
 
@@ -170,15 +189,12 @@ def aws_operated(host: str) -> bool:
     if split is None:
         return False
     labels, suffix = split
-    if len(labels) == 1:
-        return _region_less(labels)
-    if labels == ["s3express-control", labels[-1]] and _is_region(labels[-1]):
+    dual_stack_suffix = suffix in _DUAL_STACK_SUFFIXES
+    if len(labels) == 2 and labels[1] == _LEGACY_SQS_LABEL and _is_region(labels[0]):
         return True
-    if len(labels) == 2 and labels[1] == _LEGACY_SQS_LABEL:
-        return _is_region(labels[0])
-    if len(labels) == 2 and _EXPRESS_ENDPOINT.match(labels[0]) and _is_region(labels[1]):
+    if _regional(labels) or _region_less(labels) or _s3_express_endpoint(labels):
         return True
-    if _regional(labels) or _region_less(labels):
+    if _leading_label(labels, dual_stack_suffix):
         return True
-    # Names with a bucket, access point or account label exist under the main suffixes only.
-    return suffix not in _DUAL_STACK_SUFFIXES and (_s3_bucket(labels) or _leading_label(labels))
+    # S3 spells dual-stack as a `dualstack` label: buckets never sit under `api.aws`.
+    return not dual_stack_suffix and _s3_bucket(labels)

@@ -144,6 +144,17 @@ HOSTS = [
         "bkt--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com",
         ep("s3express", "s3express", "us-west-2", "bkt--usw2-az1--x-s3"),
     ),
+    (
+        "s3express-control.us-west-2.amazonaws.com",
+        ep("s3express", "s3express-control", "us-west-2"),
+    ),
+    (
+        "s3express-control-fips.dualstack.us-east-1.amazonaws.com",
+        ep("s3express", "s3express-control", "us-east-1"),
+    ),
+    ("123456789012.ddb.eu-west-1.amazonaws.com", ep("dynamodb", "dynamodb", "eu-west-1")),
+    ("123456789012.ddb.eu-west-1.api.aws", ep("dynamodb", "dynamodb", "eu-west-1")),
+    ("123456789012.search-ddb.us-east-1.amazonaws.com", ep("dynamodb", "dynamodb", "us-east-1")),
     # unknown but well formed: the label is the signing name
     ("brandnew.us-east-1.amazonaws.com", ep("brandnew", "brandnew", "us-east-1")),
     ("brandnew-fips.us-east-1.amazonaws.com", ep("brandnew", "brandnew", "us-east-1")),

@@ -3,6 +3,7 @@ which it refuses (someone else owns the label in front)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -63,7 +64,11 @@ ADMITTED = [
     "bkt--usw2-lax1-az1--x-s3.s3express-usw2-lax1-az1.us-west-2.amazonaws.com",
     "s3express-usw2-az1.us-west-2.amazonaws.com",
     "s3express-control.us-west-2.amazonaws.com",
+    "s3express-control-fips.dualstack.us-east-1.amazonaws.com",
+    "b--use1-az4--x-s3.s3express-fips-use1-az4.dualstack.us-east-1.amazonaws.com",
     "123456789012.ddb.us-east-1.amazonaws.com",
+    "123456789012.ddb.us-east-1.api.aws",  # botocore's DynamoDB rules: dual-stack too
+    "123456789012.search-ddb.us-east-1.amazonaws.com",
     "123456789012.s3-control.us-east-1.amazonaws.com",
     "123456789012.s3-control.dualstack.us-east-1.amazonaws.com",
     "123456789012.s3-control-fips.us-east-1.amazonaws.com",
@@ -102,11 +107,15 @@ REFUSED = [
     "-bucket.s3.amazonaws.com",
     "bkt--x-s3.s3.us-east-1.amazonaws.com",  # directory buckets live on s3express only
     "x.s3express-control.us-west-2.amazonaws.com",
+    "b--use1-az4--x-s3.s3express-use1-az4.us-east-1.api.aws",
+    "b--use1-az4--x-s3.s3express-use1-az4.x.us-east-1.amazonaws.com",
+    "123456789012.ddb.dualstack.us-east-1.amazonaws.com",
+    "my-bucket.s3-accelerate.amazonaws.com",  # not supported: see README
+    "b.ec2.s3-outposts.us-east-1.amazonaws.com",
     "bkt--use1-az4--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com",
     "reports-12345.s3-accesspoint.us-west-2.amazonaws.com",
     "12345.ddb.us-east-1.amazonaws.com",
     "x.123456789012.ddb.us-east-1.amazonaws.com",
-    "123456789012.ddb.us-east-1.api.aws",
     "my-bucket.s3.us-east-1.api.aws",
     "ec2.notaregion.amazonaws.com",
     "nosuchservice.us-east-1.amazonaws.com",
@@ -220,3 +229,59 @@ def test_every_hostname_in_botocores_endpoint_data_is_admitted() -> None:
     assert len(hosts) > 5000
     refused = sorted({h for h in hosts if not aws_operated(h)} - _NOT_IN_OUR_DATA)
     assert refused == []
+
+
+# Rule-set hosts deliberately left to exact entries: an Object Lambda access point runs its
+# owner's function; Outposts, Transfer Acceleration and multi-region access points are not
+# in the grammar (README); `{url#...}` templates are a custom endpoint.
+_LEFT_TO_EXACT_ENTRIES = ("s3-object-lambda", "s3-outposts", "s3-accelerate", "s3-global")
+# Rule-set endpoints whose prefix no service model names (so neither does our data).
+_NO_PREFIX_IN_OUR_DATA = {
+    "dynamodb": [
+        "search-dynamodb-fips.us-west-2.amazonaws.com",
+        "search-dynamodb-fips.us-west-2.api.aws",
+        "search-dynamodb.us-west-2.amazonaws.com",
+        "search-dynamodb.us-west-2.api.aws",
+    ]
+}
+_TEMPLATE_VALUES = {
+    "{Region}": "us-west-2",
+    "{bucketArn#region}": "us-west-2",
+    "{accessPointArn#region}": "us-west-2",
+    "{AccountId}": "123456789012",
+    "{ParsedArn#accountId}": "123456789012",
+    "{bucketArn#accountId}": "123456789012",
+    "{accessPointName}": "reports",
+    "{s3expressAvailabilityZoneId}": "usw2-az1",
+}
+
+
+def _rule_set_hosts(service: str) -> list[str]:
+    """Hosts of the endpoint URL templates in botocore's rule set for `service`."""
+    folder = Path(botocore.__file__).parent / "data" / service
+    rules = sorted(folder.glob("*/endpoint-rule-set-1.json*"))[-1]  # the newest API version
+    opener: Any = gzip.open if rules.suffix == ".gz" else open
+    with opener(rules, "rt", encoding="utf-8") as handle:
+        text = handle.read()
+    hosts = set()
+    for url in re.findall(r'"url": "https://([^"/]+)', text):
+        if "{url#" in url or "{outpostId}" in url:
+            continue
+        bucket = "b--usw2-az1--x-s3" if "s3express" in url else "my-bucket"
+        host = re.sub(r"\{\w+#dnsSuffix\}", "amazonaws.com", url)
+        host = re.sub(r"\{\w+#dualStackDnsSuffix\}", "api.aws", host)
+        for name, value in {**_TEMPLATE_VALUES, "{Bucket}": bucket}.items():
+            host = host.replace(name, value)
+        assert "{" not in host, host
+        hosts.add(host)
+    return sorted(hosts)
+
+
+@pytest.mark.parametrize("service", ["s3", "s3control", "dynamodb"])
+def test_hosts_of_botocores_endpoint_rules_are_admitted(service: str) -> None:
+    hosts = _rule_set_hosts(service)
+    admitted = {h for h in hosts if not any(f".{x}" in h for x in _LEFT_TO_EXACT_ENTRIES)}
+    left = set(hosts) - admitted
+    refused = sorted(h for h in admitted if not aws_operated(h))
+    assert refused == _NO_PREFIX_IN_OUR_DATA.get(service, [])
+    assert sorted(h for h in left if aws_operated(h)) == []
