@@ -29,6 +29,8 @@ HEAD, BUSY, IDLE = "head", "busy", "idle"
 # Requests parsed ahead of the one being answered before the socket is not read further.
 _MAX_PIPELINED = 16
 _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
+# How long a refused connection is read (and dropped) before it is cut.
+_LINGER = 1.0
 
 
 class FrontConnection(asyncio.Protocol):
@@ -39,6 +41,7 @@ class FrontConnection(asyncio.Protocol):
         "_head_bytes",
         "_header_count",
         "_headers",
+        "_linger",
         "_parser",
         "_parsing",
         "_pending",
@@ -68,6 +71,7 @@ class FrontConnection(asyncio.Protocol):
         self._pending: deque[Exchange] = deque()
         self._task: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
         self._body_paused = False
         self._queue_paused = False
         self.closed = False
@@ -84,9 +88,14 @@ class FrontConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         if not self.front.admit(self):
+            # Refused: answer, half-close, and read what the client already sent until it
+            # closes (or _LINGER passes). Closing at once with its request unread would reset
+            # the connection and lose the 503 on the way (nginx's lingering close).
             self.closed = True
             transport.write(self.front.refusal_answer)
-            transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._linger = asyncio.get_running_loop().call_later(_LINGER, transport.abort)
             return
         self._parser = httptools.HttpRequestParser(self)
         self.phase = HEAD
@@ -127,6 +136,9 @@ class FrontConnection(asyncio.Protocol):
         return False  # the transport closes: connection_lost cancels what is in flight
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            return  # a refused connection: nothing else was set up
         if not self.closed:
             self.closed = True
             self.front.forget(self)

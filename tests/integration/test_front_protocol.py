@@ -1,0 +1,136 @@
+"""The front's HTTP/1.1 through a real proxy process: pipelining in order, chunked bodies,
+versions it does not speak (505), parser refusals (400) and header caps (431), each answer the
+proxy makes itself marked with x-throttle-proxy-error and in the service's format when known."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.raw_http import RawHttpServer
+from tests.integration.front_client import EC2, describe, exchange, metric, read_answer
+from tests.servers import ProxyProcess, proxy_process
+
+
+def _echo_path(head: bytes) -> bytes:
+    """Answers with the request line's target, so the order of answers can be checked."""
+    target = head.split(b" ", 2)[1]
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(target), target)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RawHttpServer]:
+    raw = RawHttpServer(_echo_path)
+    await raw.start()
+    yield raw
+    await raw.close()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, upstream: RawHttpServer) -> Iterator[ProxyProcess]:
+    config = {
+        "routes": [{"host": EC2, "upstream": upstream.url}],
+        "connections": {"max_header_bytes": "4KiB", "max_headers": 20},
+    }
+    with proxy_process(tmp_path, config) as handle:
+        yield handle
+
+
+async def test_pipelined_requests_are_answered_in_order(proxy: ProxyProcess) -> None:
+    actions = [f"Describe{name}" for name in ("Instances", "Vpcs", "Subnets", "Volumes")]
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"".join(describe(action) for action in actions))  # one write, four asks
+        await writer.drain()
+        answers = [await read_answer(reader) for _ in actions]
+    finally:
+        writer.close()
+    assert [a.status for a in answers] == [200] * 4
+    assert [a.body.decode().split("Action=")[1].split("&")[0] for a in answers] == actions
+
+
+async def test_a_chunked_request_body_goes_upstream_with_its_length(
+    proxy: ProxyProcess, upstream: RawHttpServer
+) -> None:
+    form = b"Action=DescribeVpcs&Version=2016-11-15"
+    chunked = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (form[:10], form[10:]))
+    answer = await exchange(
+        proxy,
+        f"POST / HTTP/1.1\r\nHost: {EC2}\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n".encode()
+        + chunked
+        + b"0\r\n\r\n",
+    )
+    assert answer.status == 200
+    assert upstream.bodies[-1] == form
+    assert f"Content-Length: {len(form)}".encode() in upstream.heads[-1]
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["GET /?Action=DescribeVpcs HTTP/2.0", "GET /?Action=DescribeVpcs HTTP/0.9"],
+)
+async def test_versions_other_than_1_0_and_1_1_get_505_in_the_services_format(
+    proxy: ProxyProcess, upstream: RawHttpServer, request_line: str
+) -> None:
+    answer = await exchange(proxy, f"{request_line}\r\nHost: {EC2}\r\n\r\n".encode())
+    assert answer.head.startswith("HTTP/1.1 505 "), answer.head
+    assert answer.header("x-throttle-proxy-error") == "http-version-not-supported"
+    assert b"<Response><Errors><Error><Code>HttpVersionNotSupported</Code>" in answer.body
+    assert upstream.heads == []
+
+
+async def test_a_version_the_parser_rejects_is_505_too(proxy: ProxyProcess) -> None:
+    answer = await exchange(proxy, f"GET / HTTP/1.7\r\nHost: {EC2}\r\n\r\n".encode())
+    assert answer.status == 505
+    assert answer.header("x-throttle-proxy-error") == "http-version-not-supported"
+
+
+async def test_a_request_the_parser_refuses_is_a_marked_400(proxy: ProxyProcess) -> None:
+    answer = await exchange(
+        proxy, f"GET / HTTP/1.1\r\nHost: {EC2}\r\nno colon here\r\n\r\n".encode()
+    )
+    assert answer.status == 400
+    assert answer.header("x-throttle-proxy-error") == "bad-request"
+    assert answer.header("Connection") == "close"
+    assert b"malformed request" in answer.body
+    assert metric(proxy, "throttle_proxy_errors_total", reason="bad-request") >= 1
+
+
+async def test_header_bytes_and_count_over_the_caps_are_431(
+    proxy: ProxyProcess, upstream: RawHttpServer
+) -> None:
+    big = await exchange(proxy, describe(extra=f"X-Filler: {'a' * 5000}\r\n"))
+    assert big.status == 431
+    assert big.header("x-throttle-proxy-error") == "header-too-large"
+    many = await exchange(proxy, describe(extra="".join(f"X-H{i}: v\r\n" for i in range(25))))
+    assert many.status == 431
+    assert b"more than 20 request headers" in many.body
+    within = await exchange(proxy, describe(extra="".join(f"X-H{i}: v\r\n" for i in range(15))))
+    assert within.status == 200
+    assert len(upstream.heads) == 1
+
+
+async def test_connect_is_refused_with_a_message(proxy: ProxyProcess) -> None:
+    answer = await exchange(proxy, b"CONNECT ec2.us-east-1.amazonaws.com:443 HTTP/1.1\r\n\r\n")
+    assert answer.status == 405
+    assert answer.header("x-throttle-proxy-error") == "connect-refused"
+    assert b"cannot be signed" in answer.body
+
+
+async def test_http_1_0_client_gets_its_answer_and_the_connection_ends(
+    proxy: ProxyProcess,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(f"GET /?Action=DescribeVpcs HTTP/1.0\r\nHost: {EC2}\r\n\r\n".encode())
+        await writer.drain()
+        answer = await read_answer(reader)
+        assert answer.status == 200
+        assert answer.header("Connection") == "close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
