@@ -246,8 +246,11 @@ async def attempt_loop(ctx: RequestContext) -> None:
         payload_hash: str | None = await sha256_hex(body.data)
     else:
         payload_hash = body.spool.sha256 if body.spool is not None else None
-    # retry.max_total_time bounds the wait for an answer too, not only the backoffs.
-    deadline = asyncio.get_running_loop().time() + parts.config.retry.max_total_time
+    # One deadline on one clock: retry.max_total_time bounds the backoffs and the wait for an
+    # answer alike (the pool compares it with the loop's time: the same monotonic clock).
+    deadline = parts.attempts.deadline()
+    if deadline is None:
+        deadline = asyncio.get_running_loop().time() + parts.config.upstream.read_timeout
 
     async def send(attempt: int) -> UpstreamResponse:
         if attempt > 1:
@@ -269,7 +272,7 @@ async def attempt_loop(ctx: RequestContext) -> None:
         ctx.hold(response)
         return response
 
-    result = await parts.attempts.run(op, send, body.replayable)
+    result = await parts.attempts.run(op, send, body.replayable, deadline)
     ctx.hold(result.response)
     ctx.attempts = result.attempts
 

@@ -1,13 +1,15 @@
 """The attempt loop: send, judge, back off, send again, within three budgets.
 
-Built from tenacity's parts: AsyncRetrying drives the loop with our verdict as its retry
-predicate, capped full jitter as its wait, and a stop that spends the budgets in order: attempts
-left (`stop_after_attempt`), then the total deadline (no backoff that would end past it), then
-the service's retry quota (asked last, so tokens are only spent on retries that happen).
-Sleep, random source and clock are injected; a cancelled request (client gone) stops at once.
-A ProxyError that ends the loop carries `.attempts`: the attempts that reached the wire (the
-ones `upstream_attempts_total` counts; `ProxyError.reached_upstream`), so an error raised
-before sending (no credentials, no free pool slot) does not count its own attempt.
+A plain loop over the pure parts: the verdict of each attempt (proxy.retry.verdicts), the
+capped full-jitter delay (proxy.retry.backoff.retry_delay) and the service's retry quota
+(proxy.retry.quota). Before each retry the budgets are spent in order: attempts left, then the
+total deadline (no backoff that would end past it; one deadline, on the injected clock), then
+the quota (asked last, so tokens are only spent on retries that happen). Sleep, random source
+and clock are injected; a cancelled request (client gone) stops at once. (tenacity composes
+well as a retry decorator; here its callbacks only split one loop into five functions, so the
+loop is written out.) A ProxyError that ends the loop carries `.attempts`: the attempts that
+reached the wire (the ones `upstream_attempts_total` counts; `ProxyError.reached_upstream`),
+so an error raised before sending (no credentials, no free pool slot) does not count its own.
 """
 
 from __future__ import annotations
@@ -16,17 +18,13 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
-
-from tenacity import AsyncRetrying, RetryCallState
-from tenacity.stop import stop_after_attempt
 
 from proxy.aws.operations import Operation
 from proxy.clock import Clock
 from proxy.config.model import RetryConfig
 from proxy.errors import ProxyError
 from proxy.observability.metrics import Metrics
-from proxy.retry.backoff import BackoffPolicy, DelayInputs, FullJitterWait
+from proxy.retry.backoff import BackoffPolicy, retry_delay
 from proxy.retry.children import ChildCache
 from proxy.retry.quota import RetryQuota
 from proxy.retry.verdicts import (
@@ -116,54 +114,65 @@ class AttemptRunner:
     def publish_quota(self, service: str) -> None:
         self.children.quota_available.child((service,)).set(self._quota.available(service))
 
-    async def run(self, op: Operation, send: SendAttempt, replayable: bool) -> AttemptResult:
+    def deadline(self) -> float | None:
+        """The end of a request's time budget (retry.max_total_time) on the runner's clock."""
+        total = self._config.max_total_time
+        return self.clock.monotonic() + total if total > 0 else None
+
+    async def run(
+        self,
+        op: Operation,
+        send: SendAttempt,
+        replayable: bool,
+        deadline: float | None = None,
+    ) -> AttemptResult:
         """Send `op` until success, a final answer, or a spent budget.
+
+        `deadline` (the runner's clock, `deadline()`): the request's one deadline, which the
+        caller also hands to each send so an attempt in flight is bounded by it too.
 
         `send(n)` signs afresh and sends attempt n (1-based); it raises UpstreamUnavailable or
         UpstreamTimeout when no answer came. If the last attempt raised, that ProxyError is
         re-raised with `.attempts` set. Releasing answers is the caller's (the pipeline's
         request context owns the one it holds and lets go of it before the next send)."""
-        config = self._config
-        limit = max_attempts_for(config, op.service) if replayable else 1
-        deadline = (
-            self.clock.monotonic() + config.max_total_time if config.max_total_time > 0 else None
-        )
-        attempts = _Attempts(self, op, send, limit, deadline)
-        try:
-            # Fast path: most requests succeed (or fail for good) on the first attempt, and
-            # need none of the retry machinery.
-            first = await attempts.attempt()
-        except ProxyError as exc:
-            if limit == 1 or not judge_exception(exc).is_retryable:
-                exc.attempts = attempts.made(exc)
-                raise
-            attempts.replay(exc)
-        else:
-            if limit == 1 or not first.verdict.is_retryable:
-                return self._finish(op, attempts, first)
-            attempts.replay(first)
-        retrying = AsyncRetrying(
-            sleep=self.sleep,
-            retry=attempts.worth_retrying,
-            wait=FullJitterWait(
-                self._policy, self.rand, self.clock.time, attempts.describe, service=op.service
-            ),
-            stop=attempts.out_of_budget,
-            before_sleep=attempts.before_backoff,
-            retry_error_callback=attempts.last_outcome,
-        )
-        try:
-            answered = cast(_Answered, await retrying(attempts.attempt))
-        except ProxyError as exc:
-            exc.attempts = attempts.made(exc)
-            raise
-        return self._finish(op, attempts, answered)
-
-    def _finish(self, op: Operation, attempts: _Attempts, answered: _Answered) -> AttemptResult:
-        if answered.verdict.kind == "success":
-            refunded = self._quota.refund(op.service, attempts.last_retry_cost)
-            if refunded:
-                self.publish_quota(op.service)
+        config, policy, quota, clock = self._config, self._policy, self._quota, self.clock
+        service = op.service
+        limit = max_attempts_for(config, service) if replayable else 1
+        if deadline is None:
+            deadline = self.deadline()
+        attempts = _Attempts(self, op, send)
+        last_retry_cost: int | None = None
+        while True:
+            answered: _Answered | None = None
+            try:
+                answered = await attempts.attempt()
+            except ProxyError as exc:
+                failure: ProxyError | None = exc
+                verdict = judge_exception(exc)
+                headers: Mapping[str, str] = _NO_HEADERS
+            else:
+                failure, verdict, headers = None, answered.verdict, answered.response.headers
+            if not verdict.is_retryable or attempts.count >= limit:
+                break
+            delay = retry_delay(
+                policy, attempts.count, verdict, headers, self.rand, clock.time(), service=service
+            )
+            if deadline is not None and clock.monotonic() + delay > deadline:
+                break
+            cost = quota.acquire(service, verdict.is_throttle)
+            self.publish_quota(service)
+            if cost is None:
+                self.children.quota_exhausted.child((service,)).inc()
+                break
+            last_retry_cost = cost
+            attempts.before_backoff(verdict, delay)
+            await self.sleep(delay)
+        if failure is not None:
+            failure.attempts = attempts.made(failure)
+            raise failure
+        assert answered is not None
+        if answered.verdict.kind == "success" and quota.refund(service, last_retry_cost):
+            self.publish_quota(service)
         return AttemptResult(answered.response, attempts.count, answered.verdict)
 
 
@@ -189,30 +198,15 @@ class _RetryChildren:
 
 
 class _Attempts:
-    """The state of one request's loop and the callbacks tenacity calls for it."""
+    """One request's attempts: each sent, judged and counted in the metrics."""
 
-    def __init__(
-        self,
-        runner: AttemptRunner,
-        op: Operation,
-        send: SendAttempt,
-        limit: int,
-        deadline: float | None,
-    ) -> None:
+    def __init__(self, runner: AttemptRunner, op: Operation, send: SendAttempt) -> None:
         self.runner = runner
         self.op = op
         self.send = send
-        self.deadline = deadline
         self.count = 0
-        self.last_retry_cost: int | None = None
-        self._attempt_limit = stop_after_attempt(limit)
-        self._replayed: _Answered | ProxyError | None = None
         self._service = op.service
         self._operation = op.label
-
-    def replay(self, outcome: _Answered | ProxyError) -> None:
-        """Hand the fast path's first outcome to tenacity as its first attempt."""
-        self._replayed = outcome
 
     def made(self, exc: ProxyError) -> int:
         """Attempts that reached the wire when `exc` ended the loop: an error raised before
@@ -220,18 +214,13 @@ class _Attempts:
         return self.count if exc.reached_upstream else self.count - 1
 
     async def attempt(self) -> _Answered:
-        replayed, self._replayed = self._replayed, None
-        if isinstance(replayed, ProxyError):
-            raise replayed
-        if replayed is not None:
-            return replayed
         self.count += 1
         children = self.runner.children
         try:
             response = await self.send(self.count)
         except ProxyError as exc:
-            verdict = judge_exception(exc)
             if exc.reached_upstream:  # the request left; anything else failed before sending
+                verdict = judge_exception(exc)
                 children.attempts.child(
                     (self._service, self._operation, attempt_outcome(verdict, None))
                 ).inc()
@@ -251,44 +240,9 @@ class _Attempts:
             self.runner.on_success(self.op)
         return _Answered(response, verdict)
 
-    def describe(self, state: RetryCallState) -> DelayInputs:
-        """The verdict and headers of the attempt that just ended."""
-        outcome = state.outcome
-        assert outcome is not None  # tenacity only asks after an attempt
-        if outcome.failed:
-            exc = outcome.exception()
-            assert exc is not None
-            return judge_exception(exc), _NO_HEADERS
-        answered = cast(_Answered, outcome.result())
-        return answered.verdict, answered.response.headers
-
-    def worth_retrying(self, state: RetryCallState) -> bool:
-        return self.describe(state)[0].is_retryable
-
-    def out_of_budget(self, state: RetryCallState) -> bool:
-        if self._attempt_limit(state):
-            return True
-        clock_now = self.runner.clock.monotonic()
-        if self.deadline is not None and clock_now + state.upcoming_sleep > self.deadline:
-            return True
-        verdict = self.describe(state)[0]
-        cost = self.runner.quota.acquire(self._service, verdict.is_throttle)
-        self.runner.publish_quota(self._service)
-        if cost is None:
-            self.runner.children.quota_exhausted.child((self._service,)).inc()
-            return True
-        self.last_retry_cost = cost
-        return False
-
-    def before_backoff(self, state: RetryCallState) -> None:
-        verdict = self.describe(state)[0]
+    def before_backoff(self, verdict: RetryVerdict, delay: float) -> None:
         children = self.runner.children
         children.retries.child((self._service, str(verdict.reason))).inc()
         if self.runner.on_retry is not None:
             self.runner.on_retry(self.op)
-        children.backoff.child((self._service,)).observe(state.upcoming_sleep)
-
-    def last_outcome(self, state: RetryCallState) -> _Answered:
-        """Out of budget: hand back the last answer, or re-raise the last failure."""
-        assert state.outcome is not None
-        return cast(_Answered, state.outcome.result())
+        children.backoff.child((self._service,)).observe(delay)
