@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _STATUS_LINES: dict[int, str] = {}
+_NO_BODY_STATUSES = frozenset({204, 304})
 Headers = Iterable[tuple[str, str]]
 
 
@@ -136,8 +137,12 @@ class Exchange:
         if self.started:
             raise RuntimeError("a second answer to one request")
         self.started = True
-        head = self._head(status, headers, f"Content-Length: {len(body)}\r\n")
-        self._conn.write(head if self.method == "HEAD" else head + body)
+        if status in _NO_BODY_STATUSES:
+            # 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6).
+            self._conn.write(self._head(status, headers, ""))
+        else:
+            head = self._head(status, headers, f"Content-Length: {len(body)}\r\n")
+            self._conn.write(head if self.method == "HEAD" else head + body)
         self.finished = True
 
     def start(self, status: int, headers: Headers, length: int | None) -> None:
@@ -145,7 +150,10 @@ class Exchange:
         if self.started:
             raise RuntimeError("a second answer to one request")
         self.started = True
-        if length is not None:
+        if status in _NO_BODY_STATUSES:
+            framing = ""
+            self._to_send = 0
+        elif length is not None:
             framing = f"Content-Length: {length}\r\n"
             self._to_send = 0 if self.method == "HEAD" else length
         elif self.version == "1.1":
