@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import IO
 
 from proxy.bodies.client import over_max_body
+from proxy.config.readers import ConfigError
 from proxy.errors import ProxyError
 
 # Writes and reads go to the thread in pieces of this size: few thread hops per body, little
@@ -30,6 +31,17 @@ class SpoolFull(ProxyError):
 
     status = 503
     reason = "spool-full"
+
+
+def check_spool_dir(directory: str | None) -> None:
+    """Start-up check: a configured spool_dir exists and may be written (a read-only root
+    filesystem is why one is configured); better refused at start than on the first big body."""
+    if directory is None:
+        return
+    if not os.path.isdir(directory):
+        raise ConfigError("spool_dir", f"{directory!r} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError("spool_dir", f"{directory!r} is not writable")
 
 
 class SpoolArea:

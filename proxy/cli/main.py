@@ -52,11 +52,13 @@ def _load(path: str | None) -> Config:
     """The config, checked as far as start-up would check it (routes compile)."""
     from proxy.app.admin_api import read_admin_token
     from proxy.aws.routing import Router
+    from proxy.bodies.spool import check_spool_dir
 
     config = load_config(path) if path else Config()
     try:
         Router(config)
         read_admin_token(config)
+        check_spool_dir(config.spool_dir)
     except ConfigError as error:
         raise error.in_file(path or "<defaults>") from None
     return config

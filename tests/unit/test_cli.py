@@ -187,3 +187,17 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         main(argv)
     assert caught.value.code == 2
     assert "usage: throttle-proxy" in capsys.readouterr().err
+
+
+def test_a_spool_dir_that_is_missing_or_not_a_directory_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-dir"
+    path = write(tmp_path, f"spool_dir: {missing}\n")
+    assert check_fails(path, capsys) == f"{path}: spool_dir: {str(missing)!r} is not a directory\n"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x", encoding="utf-8")
+    path = write(tmp_path, f"spool_dir: {a_file}\n")
+    assert check_fails(path, capsys) == f"{path}: spool_dir: {str(a_file)!r} is not a directory\n"
+    path = write(tmp_path, f"spool_dir: {tmp_path}\n")
+    assert check_ok(path, capsys)
