@@ -127,7 +127,7 @@ class VerifyingS3:
             if encodings.count("aws-chunked") != 1:
                 raise Rejected(400, "InvalidRequest", f"Content-Encoding {encodings!r}")
             context = (self._key(scope), f"{request.headers['x-amz-date']}\n{scope}\n", seed)
-            data, trailer = _decode(raw, mode, context)
+            data, trailer = decode_chunked(raw, mode, context)
             declared = request.headers.get("x-amz-decoded-content-length")
             if declared is None or int(declared) != len(data):
                 raise Rejected(400, "IncompleteBody", f"decoded {len(data)}, said {declared}")
@@ -158,7 +158,9 @@ def _hmac_hex(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def _decode(raw: bytes, mode: str, context: tuple[bytes, str, str]) -> tuple[bytes, dict[str, str]]:
+def decode_chunked(
+    raw: bytes, mode: str, context: tuple[bytes, str, str]
+) -> tuple[bytes, dict[str, str]]:
     """The object and trailer of an aws-chunked body, every signature checked when signed."""
     key, date_scope, previous = context
     signed = mode.startswith("STREAMING-AWS4-HMAC-SHA256-PAYLOAD")

@@ -13,7 +13,7 @@ from proxy.bodies.awschunked import MalformedChunkedBody, Trailer
 from proxy.bodies.client import STREAM_CHUNK, ClientBody, DecodedStream
 from proxy.signing.streaming import StreamingUpload
 from tests.fakes.checksums import checksum
-from tests.fakes.verifying_s3 import _decode
+from tests.fakes.verifying_s3 import decode_chunked
 from tests.unit.test_streaming import CREDS, http_target, https_target, one, seed_of, upload
 
 ALGORITHMS = ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"]
@@ -52,7 +52,7 @@ async def test_signed_trailer_verifies_and_the_length_is_exact(algorithm: str, s
     assert one(streamed.headers, "x-amz-decoded-content-length") == str(size)
     seed = seed_of(streamed)
     context = (seed.signing_key, f"{seed.amz_date}\n{seed.scope}\n", seed.signature)
-    decoded, trailer = _decode(wire, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", context)
+    decoded, trailer = decode_chunked(wire, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", context)
     assert decoded == data
     assert trailer == {f"x-amz-checksum-{algorithm}": checksum(algorithm, data)}
 
@@ -64,7 +64,7 @@ async def test_unsigned_trailer_over_https_when_configured(size: int) -> None:
     wire = await wire_of(streamed)
     assert int(one(streamed.headers, "content-length")) == len(wire)
     assert one(streamed.headers, "x-amz-content-sha256") == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
-    decoded, trailer = _decode(wire, "STREAMING-UNSIGNED-PAYLOAD-TRAILER", (b"", "", ""))
+    decoded, trailer = decode_chunked(wire, "STREAMING-UNSIGNED-PAYLOAD-TRAILER", (b"", "", ""))
     assert decoded == data
     assert trailer == {"x-amz-checksum-sha256": checksum("sha256", data)}
 
