@@ -21,9 +21,12 @@ from proxy.errors import ClientBodyIncomplete, ClientClosed, HeaderTooLarge, Pro
 from proxy.front.body import RequestBody
 from proxy.front.errors import client_error
 from proxy.front.exchange import Exchange
+from proxy.observability.logs import get_logger
 
 if TYPE_CHECKING:
     from proxy.front.guard import Front
+
+log = get_logger("proxy.front")
 
 HEAD, BUSY, IDLE = "head", "busy", "idle"
 # Requests parsed ahead of the one being answered before the socket is not read further.
@@ -148,8 +151,8 @@ class FrontConnection(asyncio.Protocol):
         self._parser = None
         self._pending.clear()
         waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ClientClosed("the client connection closed"))
+        if waiter is not None:
+            waiter.cancel()  # its awaiter is the task cancelled next (or _serve itself)
         if self._task is not None:
             self._task.cancel()  # the pipeline records 499 and lets go of the upstream
 
@@ -289,18 +292,19 @@ class FrontConnection(asyncio.Protocol):
             self.phase = BUSY
             try:
                 await handler(exchange)
+            except Exception:
+                # The pipeline answers every error itself; this is a bug of ours: log it,
+                # close this connection, keep serving everyone else.
+                log.exception("front-handler-failed")
+                exchange.closes = True
             finally:
                 exchange.release()
             if not exchange.finished or exchange.closes:
                 self._task = None
                 self.close()
                 return
-            if self.paused_since is not None:
-                try:
-                    await self.drain()  # the client reads this answer before the next one
-                except ProxyError:
-                    self._task = None
-                    return
+            if self.paused_since is not None and not self.closed:
+                await self.drain()  # the client reads this answer before the next one
             if not self._pending:
                 break
             exchange = self._pending.popleft()
