@@ -157,11 +157,15 @@ async def body(ctx: RequestContext) -> None:
     exchange, config, target = ctx.exchange, ctx.parts.config, ctx.target
     assert target is not None
     headers = exchange.headers
+    source = exchange.body
+    if source is None and "Expect" not in headers:
+        # No body (the parser saw no Content-Length and no chunked framing): a plain GET.
+        ctx.forwardable = forwardable_request_headers(headers)
+        return
     streamable = target.endpoint.service in _S3_SERVICES and exchange.method in ("PUT", "POST")
     length = declared_length(headers.get("Content-Length"))
     limits = ctx.services.body_limits(config)
     refuse_before_continue(length, limits, streamable)
-    source = exchange.body
     if source is not None:
         # What will be held in memory counts against buffered_body_budget: a body that fits
         # max_buffered_body, or a chunked one (it may grow to that before it spools or is
