@@ -87,6 +87,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
                     "base_delay": "10ms",
                     "throttle_base_delay": "80ms",
                     "max_backoff": "400ms",
+                    # The bursts would spend the default quota (500: 100 throttle retries),
+                    # and the later tests want retries left.
+                    "quota": 100_000,
                 },
             }
             with proxy_process(tmp, sidecar_config, env=credential_env(tmp)) as sidecar:
