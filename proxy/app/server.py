@@ -44,8 +44,6 @@ _RESTART_ONLY = (
     "upstream",
     "redis",
     "credentials",
-    "connections",
-    "buffered_body_budget",
     "log_level",
     "fault_seed",
     "admin_token_file",
@@ -154,6 +152,7 @@ class ProxyServer:
             listen=f"{proxy_addr[0]}:{proxy_addr[1]}",
             admin=f"{admin_addr[0]}:{admin_addr[1]}",
             config=self.config.source,
+            loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         return self.addresses
 
@@ -218,6 +217,9 @@ class ProxyServer:
             router = Router(config)
         self.limiter.update_rules(effective_rules(config), config.limit_policy)
         self.attempts.update_config(config.retry)
+        if self.front is not None:
+            # New timeouts and caps apply to the next phase of every connection.
+            self.front.update(config.connections, config.buffered_body_budget)
         if config.faults != self.config.faults:
             # Only a changed `faults:` replaces the rules: a reload keeps rules PUT at run time.
             self.faults.replace(config.faults)

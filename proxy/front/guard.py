@@ -39,6 +39,35 @@ def _plain_answer(status: str, reason: str, text: str, extra: str = "") -> bytes
     ).encode() + body
 
 
+def _answers(settings: ConnectionsConfig) -> tuple[bytes, bytes]:
+    """The connection cap's 503 and the header timeout's 408, written once per config."""
+    refusal = _plain_answer(
+        "503 Service Unavailable",
+        "too-many-connections",
+        f"TooManyConnections: the proxy has {settings.max_connections} client connections "
+        "open (connections.max_connections)\n",
+        "Retry-After: 1\r\n",
+    )
+    header_timeout = _plain_answer(
+        "408 Request Timeout",
+        "client-timeout",
+        f"ClientTimeout: request headers not received within {settings.header_timeout:g}s "
+        "(connections.header_timeout)\n",
+    )
+    return refusal, header_timeout
+
+
+def _tick(settings: ConnectionsConfig) -> float:
+    """How often deadlines are checked: a fifth of the shortest timeout, 20 ms to 1 s."""
+    shortest = min(
+        settings.header_timeout,
+        settings.idle_timeout,
+        settings.body_timeout,
+        settings.send_timeout,
+    )
+    return min(1.0, max(0.02, shortest / 5))
+
+
 class _Throttled:
     """One log line per interval for an event that may happen thousands of times a second."""
 
@@ -79,32 +108,15 @@ class Front:
         self._cap_log = _Throttled("connections-refused")
         self._fds_log = _Throttled("accept-failed", "error")
         self._timeout_log = _Throttled("client-timeouts", "info")
-        self.refusal_answer = _plain_answer(
-            "503 Service Unavailable",
-            "too-many-connections",
-            f"TooManyConnections: the proxy has {settings.max_connections} client connections "
-            "open (connections.max_connections)\n",
-            "Retry-After: 1\r\n",
-        )
-        self.header_timeout_answer = _plain_answer(
-            "408 Request Timeout",
-            "client-timeout",
-            f"ClientTimeout: request headers not received within {settings.header_timeout:g}s "
-            "(connections.header_timeout)\n",
-        )
-        self.tick = min(
-            1.0,
-            max(
-                0.02,
-                min(
-                    settings.header_timeout,
-                    settings.idle_timeout,
-                    settings.body_timeout,
-                    settings.send_timeout,
-                )
-                / 5,
-            ),
-        )
+        self.refusal_answer, self.header_timeout_answer = _answers(settings)
+        self.tick = _tick(settings)
+
+    def update(self, settings: ConnectionsConfig, budget: int) -> None:
+        """A reload: new timeouts and caps from the next check on (nothing is cut for it)."""
+        self.settings = settings
+        self.budget.limit = budget
+        self.tick = _tick(settings)
+        self.refusal_answer, self.header_timeout_answer = _answers(settings)
 
     def protocol(self) -> FrontConnection:
         return FrontConnection(self)

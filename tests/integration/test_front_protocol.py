@@ -5,14 +5,17 @@ proxy makes itself marked with x-throttle-proxy-error and in the service's forma
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fakes.raw_http import RawHttpServer
 from tests.integration.front_client import EC2, describe, exchange, metric, read_answer
-from tests.servers import ProxyProcess, proxy_process
+from tests.polling import eventually
+from tests.servers import ProxyProcess, credential_env, proxy_process
 
 
 def _echo_path(head: bytes) -> bytes:
@@ -134,3 +137,26 @@ async def test_http_1_0_client_gets_its_answer_and_the_connection_ends(
         assert await asyncio.wait_for(reader.read(), 5) == b""
     finally:
         writer.close()
+
+
+async def test_a_reload_applies_new_caps_to_the_next_request(
+    proxy: ProxyProcess, upstream: RawHttpServer
+) -> None:
+    ten = "".join(f"X-H{i}: v\r\n" for i in range(10))
+    assert (await exchange(proxy, describe(extra=ten))).status == 200
+    config = yaml.safe_load(proxy.config_path.read_text())
+    config["connections"]["max_headers"] = 5
+    proxy.config_path.write_text(yaml.safe_dump(config))
+    proxy.signal(signal.SIGHUP)
+    assert await eventually(lambda: '"event": "reloaded"' in proxy.log_text(), 5)
+    assert "reload-ignores" not in proxy.log_text()
+    refused = await exchange(proxy, describe(extra=ten))
+    assert refused.status == 431
+    assert b"more than 5 request headers" in refused.body
+
+
+def test_the_loop_is_uvloop_unless_ruled_out(proxy: ProxyProcess, tmp_path: Path) -> None:
+    assert '"loop": "uvloop"' in proxy.log_text()
+    env = credential_env(tmp_path, {"THROTTLE_PROXY_LOOP": "asyncio"})
+    with proxy_process(tmp_path, {}, env=env) as plain:
+        assert '"loop": "asyncio"' in plain.log_text()
