@@ -160,3 +160,24 @@ def test_the_loop_is_uvloop_unless_ruled_out(proxy: ProxyProcess, tmp_path: Path
     env = credential_env(tmp_path, {"THROTTLE_PROXY_LOOP": "asyncio"})
     with proxy_process(tmp_path, {}, env=env) as plain:
         assert '"loop": "asyncio"' in plain.log_text()
+
+
+async def test_pipelined_requests_with_bodies_keep_each_body_its_own(
+    proxy: ProxyProcess, upstream: RawHttpServer
+) -> None:
+    forms = [b"Action=DescribeVpcs&Version=2016-11-15&n=" + str(i).encode() * 3 for i in range(3)]
+    raw = b"".join(
+        f"POST /?i={i} HTTP/1.1\r\nHost: {EC2}\r\nContent-Length: {len(form)}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n".encode()
+        + form
+        for i, form in enumerate(forms)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        answers = [await read_answer(reader) for _ in forms]
+    finally:
+        writer.close()
+    assert [a.body for a in answers] == [f"/?i={i}".encode() for i in range(3)]
+    assert upstream.bodies == forms
