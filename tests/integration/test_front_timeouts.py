@@ -14,6 +14,7 @@ import pytest
 from tests.fakes.raw_http import RawHttpServer
 from tests.integration.front_client import (
     EC2,
+    S3,
     closed_by_peer,
     describe,
     exchange,
@@ -43,7 +44,7 @@ async def upstream() -> AsyncIterator[RawHttpServer]:
 @pytest.fixture
 def proxy(tmp_path: Path, upstream: RawHttpServer) -> Iterator[ProxyProcess]:
     config = {
-        "routes": [{"host": EC2, "upstream": upstream.url}],
+        "routes": [{"host": EC2, "upstream": upstream.url}, {"host": S3, "upstream": upstream.url}],
         "connections": {
             "header_timeout": "600ms",
             "idle_timeout": "600ms",
@@ -149,3 +150,24 @@ async def test_a_client_that_never_reads_frees_its_upstream_slot(
             sock.close()
     log = proxy.log_text()
     assert '"error": "client-send-timeout"' in log
+
+
+async def test_a_streamed_upload_cut_short_is_the_clients_400_not_a_502(
+    proxy: ProxyProcess,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        # Over max_buffered_body (1 MiB): it streams upstream as it comes, then the client stops.
+        writer.write(
+            f"PUT /bucket/key HTTP/1.1\r\nHost: {S3}\r\nContent-Length: 2000000\r\n\r\n".encode()
+            + b"x" * 5000
+        )
+        await writer.drain()
+        writer.write_eof()
+        answer = await read_answer(reader, 5)
+    finally:
+        writer.close()
+    assert answer.status == 400
+    assert answer.header("x-throttle-proxy-error") == "client-body-incomplete"
+    assert b"<Code>ClientBodyIncomplete</Code>" in answer.body  # S3's own error format
+    assert metric(proxy, "throttle_proxy_errors_total", reason="upstream-unavailable") == 0
