@@ -98,6 +98,7 @@ class Front:
         self._loop = asyncio.get_running_loop()
         self.now = self._loop.time
         self._timer: asyncio.TimerHandle | None = None
+        self._previous_handler: Any = None  # the loop's exception handler before ours
         self._open_gauge = metrics.connections_open
         self._refused_cap = metrics.connections_refused_total.labels("max-connections")
         self._refused_fds = metrics.connections_refused_total.labels("out-of-fds")
@@ -139,12 +140,14 @@ class Front:
             else:
                 loop.default_exception_handler(context)
 
+        self._previous_handler = previous
         self._loop.set_exception_handler(on_loop_error)
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self._loop.set_exception_handler(self._previous_handler)
 
     def admit(self, conn: FrontConnection) -> bool:
         if len(self.connections) >= self.settings.max_connections:
