@@ -49,6 +49,7 @@ class FrontConnection(asyncio.Protocol):
         "_parsing",
         "_pending",
         "_queue_paused",
+        "_raw_head_bytes",
         "_task",
         "_transport",
         "_url",
@@ -68,6 +69,7 @@ class FrontConnection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
+        self._raw_head_bytes = 0
         self._header_count = 0
         self._parsing: Exchange | None = None  # whose body the parser is filling
         self._current: Exchange | None = None  # the one being answered
@@ -109,6 +111,7 @@ class FrontConnection(asyncio.Protocol):
         parser = self._parser
         if parser is None:
             return  # refused, or the request stream is already broken: ignore the rest
+        was_in_head = self.in_head
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -119,9 +122,11 @@ class FrontConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._parse_failed(client_error(exc, in_body=self._parsing is not None))
             return
-        if self.in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.front.settings.max_header_bytes:
+        if was_in_head and self.in_head:
+            # A head still incomplete after a whole read: the parser holds its partial header
+            # line, so bound that too (the callbacks count only what they were handed).
+            self._raw_head_bytes += len(data)
+            if self._raw_head_bytes > self.front.settings.max_header_bytes:
                 self._parse_failed(self._header_too_large())
 
     def eof_received(self) -> bool:
@@ -172,6 +177,7 @@ class FrontConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_bytes = 0
+        self._raw_head_bytes = 0
         self._header_count = 0
         self.head_started = self.front.now()
         if self.phase != BUSY:

@@ -181,3 +181,18 @@ async def test_pipelined_requests_with_bodies_keep_each_body_its_own(
         writer.close()
     assert [a.body for a in answers] == [f"/?i={i}".encode() for i in range(3)]
     assert upstream.bodies == forms
+
+
+async def test_a_header_line_that_never_ends_is_431_not_held(proxy: ProxyProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nHost: {EC2}\r\nX-Endless: ".encode())
+        for _ in range(4):  # 8 KiB of one header value, never its CRLF (the cap is 4 KiB)
+            await asyncio.sleep(0.05)
+            writer.write(b"a" * 2048)
+            await writer.drain()
+        answer = await read_answer(reader)
+    finally:
+        writer.close()
+    assert answer.status == 431
+    assert answer.header("x-throttle-proxy-error") == "header-too-large"
