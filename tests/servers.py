@@ -52,12 +52,19 @@ def free_port() -> int:
 
 
 def wait_for_port(
-    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+    port: int,
+    timeout: float = 15.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+            # The child's own last words say why; without them a CI failure is a guess.
+            said = log_path.read_text(errors="replace")[-2000:] if log_path else ""
+            raise RuntimeError(
+                f"process exited with {proc.returncode} before listening on {port}: {said}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
@@ -326,8 +333,8 @@ def proxy_process(
         )
         handle = ProxyProcess(config_path, port, admin_port, proc, log_path, run_env)
         try:
-            wait_for_port(port, 20, proc)
-            wait_for_port(admin_port, 5, proc)
+            wait_for_port(port, 20, proc, log_path)
+            wait_for_port(admin_port, 5, proc, log_path)
             yield handle
         finally:
             _stop(proc)

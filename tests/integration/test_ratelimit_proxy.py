@@ -142,7 +142,8 @@ async def test_s3_prefixes_get_buckets_of_their_own(tmp_path: Path, fake_aws: Fa
                 times = per_prefix(prefix)
                 # Each prefix: 5 at once, then 5 more at 10/s (its own bucket, not shared).
                 assert len(times) == 10
-                assert times[4] < 0.3
+                # Measured from the first arrival: a loaded machine delays the start, not the pace.
+                assert times[4] - times[0] < 0.3
                 assert times[9] == pytest.approx(times[0] + 0.5, abs=0.15)
 
 
