@@ -20,6 +20,7 @@ from proxy.ratelimit.rules import OperationMatcher, operation_matcher
 
 # The identity requests sign as until routes name their own.
 DEFAULT_IDENTITY = "default"
+_COVERING_MEMO = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,11 @@ class FaultSet:
     rules: tuple[CompiledFault, ...] = ()
     upstream: tuple[CompiledFault, ...] = field(default=())
     client: tuple[CompiledFault, ...] = field(default=())
+    # Which rules cover a scope, worked out once per scope: operation names come from
+    # clients, so the memo is bounded (dropped whole when full).
+    _covering: dict[tuple[bool, FaultScope], tuple[CompiledFault, ...]] = field(
+        default_factory=dict
+    )
 
     def without(self, name: str) -> FaultSet:
         """The same compiled rules (state kept) less the one named `name`."""
@@ -121,12 +127,19 @@ class FaultSet:
     def decide(
         self, rules: Sequence[CompiledFault], scope: FaultScope, now: float
     ) -> FaultDecision:
-        """Draw every covering rule of `rules` (one place's) for one request."""
+        """Draw every covering rule of `rules` (`self.upstream` or `self.client`) for one
+        request."""
+        key = (rules is self.upstream, scope)
+        covering = self._covering.get(key)
+        if covering is None:
+            if len(self._covering) >= _COVERING_MEMO:
+                self._covering.clear()
+            covering = self._covering[key] = tuple(c for c in rules if c.covers(scope))
         delay = 0.0
         fault: CompiledFault | None = None
         fired: list[CompiledFault] = []
-        for compiled in rules:
-            if not compiled.covers(scope) or not compiled.in_window(now):
+        for compiled in covering:
+            if not compiled.in_window(now):
                 continue
             if not compiled.draw():
                 continue

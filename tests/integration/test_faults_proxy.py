@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+import aiohttp
+
 from tests.integration.fault_rig import FAULT_HEADER, THROTTLE_30, Rig, botocore_error_code, rig
 
 NO_RETRIES = {"max_attempts": 1}
@@ -134,3 +136,19 @@ async def test_reset_and_timeout_are_the_usual_upstream_failures() -> None:
     assert r.sample("throttle_proxy_retries_total", service="dynamodb", reason="timeout") == 2
     assert r.upstream.attempts == []
     assert r.sample("throttle_proxy_faults_injected_total", rule="hang", kind="timeout") == 3
+
+
+async def test_reset_at_client_cuts_the_apps_connection() -> None:
+    rule = {"name": "cut-app", "service": "ec2", "kind": "reset", "at": "client"}
+    async with rig({"faults": [rule], "retry": FAST_RETRIES}) as r:
+        try:
+            await r.describe_instances()
+        except aiohttp.ClientConnectionError:
+            cut = True
+        else:
+            cut = False
+        assert cut, "the app's connection must be cut, not answered"
+        assert r.upstream.attempts == []
+        assert r.sample("throttle_proxy_faults_injected_total", rule="cut-app", kind="reset") == 1
+        ok = await r.put_item()  # the proxy keeps serving everyone else
+    assert ok.status == 200
