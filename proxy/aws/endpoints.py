@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-# S3-style endpoint prefixes: labels in front of them name a bucket (or an access point).
-S3_BUCKET_PREFIXES = frozenset({"s3", "s3-accesspoint", "s3-object-lambda", "s3express"})
+from proxy.aws.s3family import S3_BUCKET_PREFIXES
+
 # The aws partition's region-less hosts are its global endpoints, all signed in us-east-1.
 _GLOBAL_SUFFIX = "amazonaws.com"
 _GLOBAL_REGION = "us-east-1"

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from proxy.aws.endpoints import CATALOG, S3_BUCKET_PREFIXES, Endpoint, service_prefix
+from proxy.aws.endpoints import CATALOG, Endpoint, service_prefix
+from proxy.aws.s3family import S3_BUCKET_PREFIXES, S3_OPERATIONS_OF, speaks_s3
 from proxy.aws.s3ops import classify_s3
 
 # Form bodies larger than this are not parsed: the operation is in the first bytes anyway for
@@ -24,15 +25,17 @@ _FORM_TYPE = "application/x-www-form-urlencoded"
 # Operation names are PascalCase identifiers; anything else is not an operation name.
 _OPERATION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,127}$")
 _CBOR_PATH = re.compile(r"^/service/[^/]+/operation/([^/?]+)$")
-# Signing names whose operations are S3's: the label set is S3's.
-_OPERATION_SETS_OF = {"s3-object-lambda": "s3", "s3express": "s3"}
 _NO_OPERATIONS: frozenset[str] = frozenset()
 _QUERY_PROTOCOLS = frozenset({"query", "ec2"})
 
 
 def known_operations(service: str) -> frozenset[str]:
     """Operation names botocore's models define for a signing name (empty when unknown)."""
-    return CATALOG.operations.get(_OPERATION_SETS_OF.get(service, service), _NO_OPERATIONS)
+    own = CATALOG.operations.get(service, _NO_OPERATIONS)
+    if speaks_s3(service) and service != S3_OPERATIONS_OF:
+        # S3's relatives take S3's operations (and keep their own control API's, if any).
+        return own | CATALOG.operations.get(S3_OPERATIONS_OF, _NO_OPERATIONS)
+    return own
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.bodies.awschunked import Trailer
 from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.signing.sigv4 import EMPTY_SHA256
 
 if TYPE_CHECKING:
     from proxy.bodies.spool import SpooledBody
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 STREAM_CHUNK = 64 * 1024
 # Hashing a few MiB takes milliseconds; past this size it runs in a thread (hashlib releases
 # the GIL) so the event loop keeps serving other requests.

@@ -13,6 +13,7 @@ import yaml
 
 from proxy import __version__
 from proxy.config.model import Config, ConfigError, load_config, summary
+from proxy.observability.logs import LOG_LEVELS
 
 EXIT_CONFIG = 2
 
@@ -27,9 +28,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start the proxy")
     run.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
-    run.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), help="overrides log_level"
-    )
+    run.add_argument("--log-level", choices=tuple(LOG_LEVELS), help="overrides log_level")
     run.add_argument("--profile", help="AWS profile (overrides credentials.profile)")
     run.add_argument(
         "--mfa-code",

@@ -17,6 +17,7 @@ import yaml
 from proxy.config import readers as cp
 from proxy.config.readers import ConfigError
 from proxy.faults.model import FaultRule, fault_rules, fault_seed
+from proxy.observability.logs import LOG_LEVELS
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "summary"]
 
@@ -172,7 +173,6 @@ _TOP_KEYS = {
     "unsigned_payload",
     "shutdown_grace",
 }
-_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def load_config(path: str | Path) -> Config:
@@ -205,8 +205,8 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
     cp.reject_unknown(top, _TOP_KEYS, "")
     defaults = Config()
     log_level = cp.string(top.get("log_level", defaults.log_level), "log_level").lower()
-    if log_level not in _LOG_LEVELS:
-        raise ConfigError("log_level", f"expected one of {', '.join(_LOG_LEVELS)}")
+    if log_level not in LOG_LEVELS:
+        raise ConfigError("log_level", f"expected one of {', '.join(LOG_LEVELS)}")
     max_buffered_body = cp.size(
         top.get("max_buffered_body", defaults.max_buffered_body), "max_buffered_body"
     )
@@ -217,8 +217,12 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         )
     return Config(
         source=source,
-        listen=cp.listen_address(top.get("listen", "127.0.0.1:8080"), "listen"),
-        admin_listen=cp.listen_address(top.get("admin_listen", "127.0.0.1:9090"), "admin_listen"),
+        listen=cp.listen_address(top["listen"], "listen") if "listen" in top else defaults.listen,
+        admin_listen=(
+            cp.listen_address(top["admin_listen"], "admin_listen")
+            if "admin_listen" in top
+            else defaults.admin_listen
+        ),
         region=cp.string(top.get("region", defaults.region), "region"),
         log_level=log_level,
         credentials=_credentials(top.get("credentials"), "credentials"),

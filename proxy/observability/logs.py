@@ -19,8 +19,15 @@ from structlog.typing import FilteringBoundLogger
 
 from proxy.signing.queryauth import SECRET_PARAMETERS
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-_LEVELS["error"] = logging.ERROR
+# The log levels a config or the CLI may name, in order; the one list every module asks.
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+# Levels at which one line per request is written (above them it is not even built).
+REQUEST_LOG_LEVELS = frozenset({"debug", "info"})
 
 # Keys whose values are never logged, whatever they hold.
 _SECRET_KEYS = re.compile(
@@ -86,7 +93,7 @@ def redact_secrets(
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog JSON output on `stream` (stderr by default). Call once at start-up."""
-    numeric = _LEVELS.get(level.lower(), logging.INFO)
+    numeric = LOG_LEVELS.get(level.lower(), logging.INFO)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

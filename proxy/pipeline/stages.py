@@ -26,6 +26,7 @@ from proxy.aws.errors import render_error
 from proxy.aws.headers import forwardable_request_headers, response_headers
 from proxy.aws.operations import Operation, classify, error_protocol
 from proxy.aws.routing import Router, Target
+from proxy.aws.s3family import speaks_s3
 from proxy.bodies.client import ClientBody, declared_length, sha256_hex
 from proxy.bodies.intake import BodyLimits, read_body, refuse_before_continue
 from proxy.bodies.spool import SpoolArea
@@ -44,7 +45,7 @@ from proxy.errors import (
 from proxy.faults.stage import FaultInjector
 from proxy.front.errors import client_error
 from proxy.front.exchange import Exchange
-from proxy.observability.logs import get_logger
+from proxy.observability.logs import REQUEST_LOG_LEVELS, get_logger
 from proxy.observability.metrics import Metrics, status_class
 from proxy.ratelimit import RateLimiter
 from proxy.report.recorder import RunRecorder
@@ -59,7 +60,6 @@ log = get_logger("proxy.request")
 ATTEMPTS_HEADER = "x-throttle-proxy-attempts"
 # Response headers AWS uses for its request id, in the order we look for them.
 _REQUEST_ID_HEADERS = ("x-amzn-RequestId", "x-amz-request-id")
-_S3_SERVICES = frozenset({"s3", "s3express", "s3-object-lambda"})
 # Refusals after which the connection may hold unread or unparsable bytes: not reused.
 _CLOSING_ERRORS = (BadRequest, PayloadTooLarge, HeaderTooLarge, ClientTimeout, VersionNotSupported)
 _EMPTY_BODY = ClientBody(b"", 0)
@@ -162,7 +162,7 @@ async def body(ctx: RequestContext) -> None:
         # No body (the parser saw no Content-Length and no chunked framing): a plain GET.
         ctx.forwardable = forwardable_request_headers(headers)
         return
-    streamable = target.endpoint.service in _S3_SERVICES and exchange.method in ("PUT", "POST")
+    streamable = speaks_s3(target.endpoint.service) and exchange.method in ("PUT", "POST")
     length = declared_length(headers.get("Content-Length"))
     limits = ctx.services.body_limits(config)
     refuse_before_continue(length, limits, streamable)
@@ -359,7 +359,7 @@ class RequestPipeline:
         )
         self._metrics = metrics
         # At warning and above the per-request line is not written: skip building it too.
-        self._log_requests = parts.config.log_level in ("debug", "info")
+        self._log_requests = parts.config.log_level in REQUEST_LOG_LEVELS
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     async def handle(self, exchange: Exchange) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
+from proxy.aws.s3family import S3_SIGNING_NAMES
 from proxy.credentials.base import Credentials
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -30,8 +31,6 @@ STREAMING_PAYLOAD_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
-# Signing names whose requests use the path exactly as encoded once (botocore S3_SIGNING_NAMES).
-S3_SIGNING_NAMES = frozenset({"s3", "s3-outposts", "s3-object-lambda", "s3express"})
 
 # Hops may add or rewrite these, so a signature over them would break in transit.
 UNSIGNED_HEADERS = frozenset(

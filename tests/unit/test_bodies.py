@@ -12,7 +12,6 @@ from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 
 from proxy.bodies.client import (
-    EMPTY_SHA256,
     STREAM_CHUNK,
     ClientBody,
     declared_length,
@@ -21,6 +20,7 @@ from proxy.bodies.client import (
     stream_exactly,
 )
 from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.signing.sigv4 import EMPTY_SHA256
 
 T = TypeVar("T")
 

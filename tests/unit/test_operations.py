@@ -635,3 +635,15 @@ def test_classify_is_fast() -> None:
         classify("GET", S3_VHOST, "/a/b/c.txt", "versionId=1", NO_HEADERS, None)
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0, elapsed
+
+
+def test_every_s3_relative_takes_s3s_operations_from_the_one_definition() -> None:
+    from proxy.aws.s3family import S3_SIGNING_NAMES, speaks_s3
+
+    assert {"s3", "s3-outposts", "s3-object-lambda", "s3express"} == S3_SIGNING_NAMES
+    for name in S3_SIGNING_NAMES:
+        assert speaks_s3(name)
+        assert "PutObject" in known_operations(name)
+    # Outposts keeps its own control API's names too.
+    assert "CreateEndpoint" in known_operations("s3-outposts")
+    assert not speaks_s3("s3control")

@@ -21,9 +21,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials as BotoCredentials
 
+from proxy.aws.s3family import S3_SIGNING_NAMES
 from proxy.credentials.base import Credentials
 from proxy.signing.sigv4 import (
-    S3_SIGNING_NAMES,
     UNSIGNED_PAYLOAD,
     SignedRequest,
     SigningInput,
