@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.app.admin_api import LoadTestApi, read_admin_token
+from proxy.app.binding import ListenError, listen_error
 from proxy.app.readiness import ReadinessProbe
 from proxy.aws.operations import Operation
 from proxy.aws.routing import Router
@@ -106,6 +107,8 @@ class ProxyServer:
         self._draining = False
         self._inflight = 0
         self.addresses: BoundAddresses | None = None
+        self._background: set[asyncio.Task[bool]] = set()
+        self._reload_lock = asyncio.Lock()
 
     async def start(self) -> BoundAddresses:
         """Bind both listeners (port 0 picks a free port) and start background work."""
@@ -138,13 +141,18 @@ class ProxyServer:
         raise_fd_limit(self.config.connections.max_connections)
         self.front = Front(self.config.connections, self.config.buffered_body_budget, self.metrics)
         self.front.start(self._handle)
-        self._listener = await open_listener(self.front, *self.config.listen)
+        try:
+            self._listener = await open_listener(self.front, *self.config.listen)
+        except OSError as exc:
+            raise listen_error("listen", self.config.listen, exc) from None
         host, port = self._listener.sockets[0].getsockname()[:2]
         proxy_addr = (str(host), int(port))
         # drain() has already waited out shutdown_grace when cleanup runs: aiohttp must not
         # wait again (its own default is 60 s), or the pod outlives its grace period.
         admin_addr = await self._listen(
-            web.AppRunner(self._admin_app(), shutdown_timeout=0.5), self.config.admin_listen
+            web.AppRunner(self._admin_app(), shutdown_timeout=0.5),
+            self.config.admin_listen,
+            "admin_listen",
         )
         self.addresses = BoundAddresses(proxy_addr, admin_addr)
         log.info(
@@ -156,10 +164,16 @@ class ProxyServer:
         )
         return self.addresses
 
-    async def _listen(self, runner: web.BaseRunner, address: tuple[str, int]) -> tuple[str, int]:
+    async def _listen(
+        self, runner: web.BaseRunner, address: tuple[str, int], key: str
+    ) -> tuple[str, int]:
         await runner.setup()
         site = web.TCPSite(runner, address[0], address[1], reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise listen_error(key, address, exc) from None
         self._runners.append(runner)
         # The bound address (port 0 picks a free port), from any event loop's server.
         host, port = runner.addresses[0][:2]
@@ -202,11 +216,32 @@ class ProxyServer:
     def reload(self, path: str) -> bool:
         """Read the config file again; on any error keep the old config. True when applied."""
         try:
-            config = load_config(path)
-            router = Router(config)
+            config, router = _read_config(path)
         except ConfigError as error:
             log.error("reload-failed", error=str(error.in_file(path)), kept=self.config.source)
             return False
+        return self._apply(path, config, router)
+
+    def schedule_reload(self, path: str) -> None:
+        """SIGHUP: read and check the file in a worker thread, so the event loop keeps serving
+        while a large file parses; apply it on the loop. Reloads run one at a time."""
+        task = asyncio.get_running_loop().create_task(self._reload_off_loop(path))
+        self._background.add(task)  # a strong reference: the loop keeps only weak ones
+        task.add_done_callback(self._background.discard)
+
+    async def _reload_off_loop(self, path: str) -> bool:
+        async with self._reload_lock:
+            try:
+                config, router = await asyncio.to_thread(_read_config, path)
+            except ConfigError as error:
+                log.error("reload-failed", error=str(error.in_file(path)), kept=self.config.source)
+                return False
+            except Exception:
+                log.exception("reload-failed", kept=self.config.source)
+                return False
+            return self._apply(path, config, router)
+
+    def _apply(self, path: str, config: Config, router: Router) -> bool:
         ignored = [
             key for key in _RESTART_ONLY if getattr(config, key) != getattr(self.config, key)
         ]
@@ -265,16 +300,27 @@ class ProxyServer:
         await self.upstream.close()
 
 
+def _read_config(path: str) -> tuple[Config, Router]:
+    """The config at `path`, checked as start-up checks it (routes compile); pure, so it may
+    run in a worker thread."""
+    config = load_config(path)
+    return config, Router(config)
+
+
 async def serve_forever(server: ProxyServer, config_path: str | None) -> int:
     """Run until SIGTERM/SIGINT (drain, exit 0); SIGHUP reloads `config_path`."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except ListenError:
+        await server.close()  # nothing left open behind the one-line error
+        raise
     if config_path is not None:
         # Only once started: a reload swaps parts of a pipeline that must exist.
-        loop.add_signal_handler(signal.SIGHUP, server.reload, config_path)
+        loop.add_signal_handler(signal.SIGHUP, server.schedule_reload, config_path)
     await stop.wait()
     await server.drain()
     await server.close()

@@ -64,6 +64,7 @@ def _load(path: str | None) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from proxy.app.binding import ListenError
     from proxy.app.server import ProxyServer, serve_forever
     from proxy.front.listener import loop_factory
     from proxy.observability.logs import configure_logging
@@ -78,8 +79,12 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.log_level)
     mfa_code = args.mfa_code or os.environ.get("THROTTLE_PROXY_MFA_CODE")
     server = ProxyServer(config, env=dict(os.environ), profile=args.profile, mfa_code=mfa_code)
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(serve_forever(server, args.config))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(serve_forever(server, args.config))
+    except ListenError as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _check_config(args: argparse.Namespace) -> int:

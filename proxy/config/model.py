@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from proxy.config import readers as cp
+from proxy.config.guards import load_yaml_file
 from proxy.config.readers import ConfigError
 from proxy.faults.model import FaultRule, fault_rules, fault_seed
 from proxy.observability.logs import LOG_LEVELS
@@ -178,20 +177,8 @@ _TOP_KEYS = {
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; raises ConfigError naming the file and key."""
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read: {exc.strerror or exc}", file) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"cannot read: not UTF-8 (byte {exc.start})", file) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(
-            "", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file
-        ) from exc
+    # Size, aliases, depth and huge integers are refused before anything expands.
+    raw = load_yaml_file(path)
     try:
         return parse_config(raw, source=file)
     except ConfigError as exc:
@@ -322,11 +309,11 @@ def _route(raw: object, path: str) -> Route:
     upstream = cp.string(section["upstream"], f"{path}.upstream")
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{path}.upstream", f"expected an http(s) URL, got {upstream!r}")
+        raise ConfigError(f"{path}.upstream", f"expected an http(s) URL, got {cp.shown(upstream)}")
     try:
         parts.port  # noqa: B018 - urlsplit checks the port only when asked
     except ValueError:
-        raise ConfigError(f"{path}.upstream", f"invalid port in {upstream!r}") from None
+        raise ConfigError(f"{path}.upstream", f"invalid port in {cp.shown(upstream)}") from None
     if parts.path not in ("", "/") or parts.query:
         raise ConfigError(f"{path}.upstream", "must be scheme://host[:port] with no path")
     return Route(
@@ -361,7 +348,9 @@ def limit_rule(raw: object, path: str) -> LimitRule:
     burst = cp.number(section.get("burst", max(rate, 1.0)), f"{path}.burst", minimum=1)
     per = cp.string(section.get("per", "none"), f"{path}.per")
     if per not in LIMIT_SCOPES:
-        raise ConfigError(f"{path}.per", f"expected one of {', '.join(LIMIT_SCOPES)}, got {per!r}")
+        raise ConfigError(
+            f"{path}.per", f"expected one of {', '.join(LIMIT_SCOPES)}, got {cp.shown(per)}"
+        )
     operations = (
         cp.string_list(section["operations"], f"{path}.operations")
         if "operations" in section
@@ -387,7 +376,7 @@ def _limits(raw: object, path: str) -> tuple[LimitRule, ...]:
         if rule.name in seen:
             raise ConfigError(
                 f"{path}[{index}].name",
-                f"duplicate rule name {rule.name!r} (first at [{seen[rule.name]}])",
+                f"duplicate rule name {cp.shown(rule.name)} (first at [{seen[rule.name]}])",
             )
         seen[rule.name] = index
     return rules
@@ -399,7 +388,9 @@ def _limit_policy(raw: object, path: str) -> LimitPolicy:
     d = LimitPolicy()
     mode = cp.string(section.get("mode", d.mode), f"{path}.mode")
     if mode not in LIMIT_MODES:
-        raise ConfigError(f"{path}.mode", f"expected one of {', '.join(LIMIT_MODES)}, got {mode!r}")
+        raise ConfigError(
+            f"{path}.mode", f"expected one of {', '.join(LIMIT_MODES)}, got {cp.shown(mode)}"
+        )
     if mode == "enforce" and "max_wait" in section:
         raise ConfigError(f"{path}.max_wait", "does not apply to mode enforce (it never waits)")
     return LimitPolicy(
@@ -424,7 +415,9 @@ def _redis(raw: object, path: str) -> RedisConfig | None:
         raise ConfigError(f"{path}.url", "is required")
     url = cp.string(section["url"], f"{path}.url")
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"{path}.url", f"expected redis://, rediss:// or unix://, got {url!r}")
+        raise ConfigError(
+            f"{path}.url", f"expected redis://, rediss:// or unix://, got {cp.shown(url)}"
+        )
     d = RedisConfig(url=url)
     return RedisConfig(
         url=url,

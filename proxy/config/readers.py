@@ -8,19 +8,43 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
+# No message quotes more of a value than fits a line; a reason is one line whatever it holds.
+SHOWN_CHARS = 60
+MAX_REASON_CHARS = 1000
+_SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 6, 6
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = SHOWN_CHARS
+
+
+def shown(value: object) -> str:
+    """`repr(value)` cut to about SHOWN_CHARS: what an error message quotes of a config value.
+
+    Long strings are sliced before repr, so a megabyte value costs nothing to quote."""
+    if isinstance(value, str | bytes) and len(value) > SHOWN_CHARS:
+        return repr(value[:SHOWN_CHARS])[:-1] + "…" + repr(value)[-1]
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= 2 * SHOWN_CHARS else text[: 2 * SHOWN_CHARS - 1] + "…"
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split("\n"))
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
 class ConfigError(Exception):
-    """A config problem, rendered as `file: path.to.key: reason`."""
+    """A config problem, rendered as `file: path.to.key: reason` (one line)."""
 
     def __init__(self, path: str, reason: str, file: str = "<config>") -> None:
         self.file = file
-        self.path = path
-        self.reason = reason
+        self.path = _one_line(path)
+        self.reason = _one_line(reason)
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -44,7 +68,7 @@ def mapping(value: object, path: str) -> Mapping[str, Any]:
         raise ConfigError(path, f"expected a mapping, got {type_name(value)}")
     for key in value:
         if not isinstance(key, str):
-            raise ConfigError(path, f"keys must be strings, got {key!r}")
+            raise ConfigError(path, f"keys must be strings, got {shown(key)}")
     return value
 
 
@@ -109,11 +133,11 @@ def duration(value: object, path: str, allow_zero: bool = True) -> float:
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
-        raise ConfigError(path, f"expected a duration like 5s or 250ms, got {value!r}")
+        raise ConfigError(path, f"expected a duration like 5s or 250ms, got {shown(value)}")
     if not math.isfinite(seconds):
-        raise ConfigError(path, f"expected a finite duration, got {value!r}")
+        raise ConfigError(path, f"expected a finite duration, got {shown(value)}")
     if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(path, f"must be greater than 0, got {value!r}")
+        raise ConfigError(path, f"must be greater than 0, got {shown(value)}")
     return seconds
 
 
@@ -136,7 +160,7 @@ def size(value: object, path: str) -> int:
         return value
     if isinstance(value, str) and (match := _SIZE.match(value)):
         return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-    raise ConfigError(path, f"expected a size like 8MiB or a byte count, got {value!r}")
+    raise ConfigError(path, f"expected a size like 8MiB or a byte count, got {shown(value)}")
 
 
 def string_list(value: object, path: str) -> tuple[str, ...]:
@@ -153,7 +177,7 @@ def listen_address(value: object, path: str) -> tuple[str, int]:
         text = string(value, path)
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(path, f"expected host:port, got {text!r}")
+        raise ConfigError(path, f"expected host:port, got {shown(text)}")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port_text)
 
