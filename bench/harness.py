@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from types import TracebackType
 from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
+# The repository's own venv; from a git worktree without one, the interpreter running this.
+_VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = _VENV_PYTHON if _VENV_PYTHON.exists() else Path(sys.executable)
 ACCESS_KEY = "AKIDEXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 _START_TIMEOUT = 15.0
@@ -152,6 +155,8 @@ class ProxySettings:
     upstream_port: int
     log_level: str = "warning"
     max_buffered_body: str = "8MiB"
+    # A rule matching every request of the service that never binds: the limiter's path paid.
+    limit_every_request: str | None = None
 
 
 def write_proxy_config(workdir: Path, settings: ProxySettings, name: str) -> tuple[Path, int]:
@@ -165,13 +170,25 @@ def write_proxy_config(workdir: Path, settings: ProxySettings, name: str) -> tup
         "routes:\n"
         f'  - host: "{settings.route_host}"\n'
         f'    upstream: "http://127.0.0.1:{settings.upstream_port}"\n'
-        "limits: []\n"
+        f"{_limits(settings)}"
         "include_default_limits: false\n"
         f"max_buffered_body: {settings.max_buffered_body}\n"
     )
     path = workdir / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
     return path, port
+
+
+def _limits(settings: ProxySettings) -> str:
+    if settings.limit_every_request is None:
+        return "limits: []\n"
+    return (
+        "limits:\n"
+        "  - name: every-request\n"
+        f"    service: {settings.limit_every_request}\n"
+        "    rate: 1000000\n"
+        "    burst: 1000000\n"
+    )
 
 
 # Installs uvloop's event loop policy, then runs the unchanged CLI.

@@ -13,20 +13,26 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.harness import REPO
+from bench.harness import PYTHON
 
-PY_SPY = REPO / ".venv" / "bin" / "py-spy"
+PY_SPY = PYTHON.parent / "py-spy"
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 # Innermost-frame file fragments → the area of the stack it belongs to, first match wins.
 _AREAS = (
-    ("proxy/sigv4", "proxy: sigv4 signing"),
+    ("proxy/signing", "proxy: signing"),
     ("proxy/pipeline", "proxy: pipeline"),
-    ("proxy/headers", "proxy: header filtering"),
-    ("proxy/routing", "proxy: routing"),
-    ("proxy/operations", "proxy: classify"),
+    ("proxy/front", "proxy: front (listener)"),
+    ("proxy/upstream", "proxy: upstream client"),
+    ("proxy/aws/headers", "proxy: header filtering"),
+    ("proxy/aws/routing", "proxy: routing"),
+    ("proxy/aws/operations", "proxy: classify"),
+    ("proxy/ratelimit", "proxy: rate limiter"),
+    ("proxy/retry", "proxy: retry loop"),
+    ("proxy/observability", "proxy: logs and metrics"),
     ("proxy/", "proxy: other modules"),
     ("structlog", "structlog"),
     ("prometheus_client", "prometheus_client"),
+    ("httptools", "httptools"),
     ("aiohttp/web_", "aiohttp server"),
     ("aiohttp/client", "aiohttp client"),
     ("aiohttp/connector", "aiohttp client pool"),
@@ -37,6 +43,7 @@ _AREAS = (
     ("asyncio/", "asyncio event loop"),
     ("uvloop", "uvloop"),
     ("logging/", "stdlib logging"),
+    ("json/", "stdlib json"),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.harness import pinned
 
@@ -52,6 +53,18 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
+def post_script(workdir: Path, size: int) -> Path:
+    """A wrk script that POSTs `size` bytes of application/octet-stream."""
+    path = workdir / f"post-{size}.lua"
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = string.rep("a", {size})\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
 def run_wrk(
     url: str,
     *,
@@ -59,8 +72,10 @@ def run_wrk(
     seconds: float,
     connections: int = 32,
     cpu: int | None = None,
+    script: Path | None = None,
 ) -> WrkResult:
-    """One wrk run of `seconds` with `connections` keep-alive connections and one thread."""
+    """One wrk run of `seconds` with `connections` keep-alive connections and one thread;
+    `script` is a wrk Lua script (the POST body, say)."""
     duration = max(1, round(seconds))
     command = pinned(
         [
@@ -73,6 +88,7 @@ def run_wrk(
             "5s",
             "-H",
             f"Host: {host}",
+            *(["-s", str(script)] if script is not None else []),
             url,
         ],
         cpu,
