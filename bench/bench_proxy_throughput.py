@@ -104,7 +104,10 @@ class Hop:
     start: Callable[[], tuple[ChildProcess, int]]
 
 
-def _measure(hop: Hop, workload: Workload, seconds: float) -> Measurement:
+GET_WORKLOAD = Workload("small signed GET", GET_PATH, None)
+
+
+def _measure(hop: Hop, seconds: float, workload: Workload = GET_WORKLOAD) -> Measurement:
     child, port = hop.start()
     with child:
         workload.check(port)
@@ -236,7 +239,7 @@ def main() -> int:
         workdir = Path(tmp)
         workdir.chmod(0o755)
         workloads = [
-            Workload("small signed GET", GET_PATH, None),
+            GET_WORKLOAD,
             Workload("64 KiB POST", "/", post_script(workdir, POST_SIZE)),
         ]
         if args.only:
@@ -256,7 +259,7 @@ def main() -> int:
                 best: dict[str, Measurement] = {}
                 for _ in range(repeat):  # rounds interleave the hops, so drift hits them all
                     for hop in hops:
-                        measured = _measure(hop, workload, seconds)
+                        measured = _measure(hop, seconds, workload)
                         kept = best.get(hop.name)
                         if kept is None or measured.result.requests > kept.result.requests:
                             best[hop.name] = measured
