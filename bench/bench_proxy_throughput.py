@@ -118,13 +118,23 @@ def _measure(hop: Hop, seconds: float, workload: Workload = GET_WORKLOAD) -> Mea
         return Measurement(result, wall, tree_cpu_seconds(child.pid) - cpu_before)
 
 
-def _proxy_hop(workdir: Path, upstream_port: int, log_level: str, use_uvloop: bool) -> Hop:
+def _proxy_hop(
+    workdir: Path,
+    upstream_port: int,
+    log_level: str,
+    use_uvloop: bool,
+    max_connections: int | None = None,
+) -> Hop:
     name = f"throttle-proxy log={log_level}{' uvloop' if use_uvloop else ''}"
     file_name = f"proxy-{log_level}{'-uvloop' if use_uvloop else ''}"
 
     def start() -> tuple[ChildProcess, int]:
         settings = ProxySettings(
-            AWS_HOST, upstream_port, log_level=log_level, limit_every_request="ec2"
+            AWS_HOST,
+            upstream_port,
+            log_level=log_level,
+            limit_every_request="ec2",
+            max_connections=max_connections,
         )
         config, port = write_proxy_config(workdir, settings, file_name)
         child = ChildProcess(

@@ -157,6 +157,8 @@ class ProxySettings:
     max_buffered_body: str = "8MiB"
     # A rule matching every request of the service that never binds: the limiter's path paid.
     limit_every_request: str | None = None
+    # connections.max_connections, for benchmarks that hold more than the default 4096.
+    max_connections: int | None = None
 
 
 def write_proxy_config(workdir: Path, settings: ProxySettings, name: str) -> tuple[Path, int]:
@@ -174,6 +176,8 @@ def write_proxy_config(workdir: Path, settings: ProxySettings, name: str) -> tup
         "include_default_limits: false\n"
         f"max_buffered_body: {settings.max_buffered_body}\n"
     )
+    if settings.max_connections is not None:
+        text += f"connections: {{max_connections: {settings.max_connections}}}\n"
     path = workdir / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
     return path, port

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from proxy.observability.requestlog import log_request, use_stream
 from proxy.signing.queryauth import SECRET_PARAMETERS
 
 # The log levels a config or the CLI may name, in order; the one list every module asks.
@@ -94,6 +95,7 @@ def redact_secrets(
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog JSON output on `stream` (stderr by default). Call once at start-up."""
     numeric = LOG_LEVELS.get(level.lower(), logging.INFO)
+    use_stream(stream or sys.stderr)  # the per-request line: same stream, same shape
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -116,3 +118,8 @@ def get_logger(name: str) -> FilteringBoundLogger:
     # Lazy: the logger takes its processors from configure_logging even when created before it.
     logger: FilteringBoundLogger = structlog.get_logger(component=name)
     return logger
+
+
+def write_request_line(logger: FilteringBoundLogger, fields: dict[str, Any]) -> None:
+    """The per-request line at info, fast (see proxy.observability.requestlog), redacted."""
+    log_request(logger, fields, _is_secret_key, _scrub)

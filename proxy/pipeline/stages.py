@@ -45,7 +45,7 @@ from proxy.errors import (
 from proxy.faults.stage import FaultInjector
 from proxy.front.errors import client_error
 from proxy.front.exchange import Exchange
-from proxy.observability.logs import REQUEST_LOG_LEVELS, get_logger
+from proxy.observability.logs import REQUEST_LOG_LEVELS, get_logger, write_request_line
 from proxy.observability.metrics import Metrics, status_class
 from proxy.ratelimit import RateLimiter
 from proxy.report.recorder import RunRecorder
@@ -442,19 +442,21 @@ class RequestPipeline:
             self.recorder.request(service, operation, ctx.status, duration, ctx.waited, refused)
         if not self._log_requests:
             return
-        log.info(
-            "request",
-            request_id=ctx.request_id,
-            method=ctx.exchange.method,
-            host=target.host_header if target else None,
-            service=service,
-            operation=op.name if op else None,
-            status=ctx.status,
-            duration_ms=round(duration * 1000, 2),
-            attempts=ctx.attempts,
-            waited_ms=round(ctx.waited * 1000, 2),
-            aws_request_id=ctx.aws_request_id,
-            error=ctx.error,
+        write_request_line(
+            log,
+            {
+                "request_id": ctx.request_id,
+                "method": ctx.exchange.method,
+                "host": target.host_header if target else None,
+                "service": service,
+                "operation": op.name if op else None,
+                "status": ctx.status,
+                "duration_ms": round(duration * 1000, 2),
+                "attempts": ctx.attempts,
+                "waited_ms": round(ctx.waited * 1000, 2),
+                "aws_request_id": ctx.aws_request_id,
+                "error": ctx.error,
+            },
         )
 
 
