@@ -42,7 +42,7 @@ def log_request(
 
     `redact_key(key)` says whether a key is secret; `redact_value(value)` scrubs a value."""
     stream = _stream
-    if stream is None:
+    if stream is None or stream.closed:
         logger.info(REQUEST_EVENT, **fields)
         return
     parts = [_component]
