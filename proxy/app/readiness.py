@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from proxy.credentials.base import CredentialSource
@@ -20,8 +21,17 @@ class ReadinessProbe:
 
     def __init__(self) -> None:
         self.credentials: CredentialSource | None = None
+        # The routes' own identities: ready only when every one is (see IdentityKeeper).
+        self.identities: Callable[[], tuple[bool, list[str]]] | None = None
 
     async def check(self) -> tuple[bool, str]:
+        ready, message = await self._check_default()
+        if self.identities is None:
+            return ready, message
+        others_ready, lines = self.identities()
+        return ready and others_ready, "\n".join([message, *lines])
+
+    async def _check_default(self) -> tuple[bool, str]:
         source = self.credentials
         if source is None:
             return False, "starting"

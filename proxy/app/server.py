@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from proxy.aws.routing import Router
 from proxy.clock import Clock, SystemClock
 from proxy.config.model import Config, ConfigError, load_config
 from proxy.credentials.base import CredentialSource
+from proxy.credentials.route_identities import IdentityKeeper
 from proxy.faults.stage import FaultInjector
 from proxy.front.exchange import Exchange
 from proxy.front.guard import Front
@@ -100,6 +102,7 @@ class ProxyServer:
         )
         self._admin_token = read_admin_token(config)
         self.pipeline: RequestPipeline | None = None
+        self.identities: IdentityKeeper | None = None
         self.readiness = ReadinessProbe()
         self._runners: list[web.BaseRunner] = []
         self.front: Front | None = None
@@ -128,7 +131,15 @@ class ProxyServer:
         if start is not None:
             await start()
         self.readiness.credentials = self.credentials
-        parts = PipelineParts(self.config, Router(self.config), self.limiter, self.attempts)
+        self.identities = self._identity_keeper(self.credentials)
+        self.readiness.identities = self.identities.status
+        parts = PipelineParts(
+            self.config,
+            Router(self.config),
+            self.limiter,
+            self.attempts,
+            self.identities.apply(self.config),
+        )
         self.pipeline = RequestPipeline(
             parts,
             credentials=self.credentials,
@@ -259,10 +270,20 @@ class ProxyServer:
             # Only a changed `faults:` replaces the rules: a reload keeps rules PUT at run time.
             self.faults.replace(config.faults)
         assert self.pipeline is not None
-        self.pipeline.parts = PipelineParts(config, router, self.limiter, self.attempts)
+        # The routes' identities of the new config, bound to requests with their routes.
+        assert self.identities is not None
+        identities = self.identities.apply(config, grace=config.shutdown_grace)
+        self.pipeline.parts = PipelineParts(config, router, self.limiter, self.attempts, identities)
         self.config = config
         log.info("reloaded", config=path, limits=len(effective_rules(config)))
         return True
+
+    def _identity_keeper(self, default: CredentialSource) -> IdentityKeeper:
+        from proxy.credentials.setup import build_sts_client
+
+        env = dict(os.environ if self._env is None else self._env)
+        sts = build_sts_client(self.config, env, self.upstream.session, self.clock)
+        return IdentityKeeper(default, sts, self.upstream.session, self.metrics, self.clock, env)
 
     async def drain(self, grace: float | None = None) -> None:
         """Stop accepting, fail /readyz, let in-flight requests finish up to the grace time."""
@@ -293,6 +314,8 @@ class ProxyServer:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.identities is not None:
+            await self.identities.close()
         close = getattr(self.credentials, "close", None)
         if close is not None:
             await close()

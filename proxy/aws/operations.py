@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote_plus
 
 from proxy.aws.endpoints import CATALOG, Endpoint, service_prefix
@@ -49,6 +49,14 @@ class Operation:
     # the wire protocol seen: 'query' | 'ec2' | 'json' | 'smithy-rpc-v2-cbor' | 'rest-json'
     # | 'rest-xml' | 'unknown' (decides the shape of errors the proxy answers itself)
     protocol: str = "unknown"
+    # Whose budget the call spends, as AWS counts it: the signing identity's account (or its
+    # name while the account is not known) and the signing region. Set by `for_budget`.
+    account: str = ""
+    region: str = ""
+
+    def for_budget(self, account: str, region: str) -> Operation:
+        """This operation, spending the budget of `account` in `region`."""
+        return replace(self, account=account, region=region)
 
     @property
     def label(self) -> str:

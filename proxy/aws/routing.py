@@ -37,6 +37,7 @@ class Target:
     query: str  # raw query string as received, without '?' (client auth parameters removed)
     endpoint: Endpoint
     presigned: bool = False  # the client signed it in its query: forwarded unsigned by us
+    identity: str | None = None  # the route's own credentials (None: the top-level chain)
 
     @property
     def scheme(self) -> str:
@@ -69,6 +70,7 @@ class _HostDecision:
     endpoint: Endpoint | None
     refusal: str | None = None
     path_style_bucket: str | None = None
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +222,7 @@ class Router:
                     query,
                     compiled.prefix_endpoint,
                     presigned,
+                    compiled.route.identity,
                 )
         if decision.refusal is not None:
             raise HostNotAllowed(decision.refusal)
@@ -235,7 +238,13 @@ class Router:
                 presigned,
             )
         return Target(
-            decision.origin, decision.host_value, path, query, decision.endpoint, presigned
+            decision.origin,
+            decision.host_value,
+            path,
+            query,
+            decision.endpoint,
+            presigned,
+            decision.identity,
         )
 
     def _decide_uncached(self, authority: str) -> _HostDecision:
@@ -251,7 +260,9 @@ class Router:
                     endpoint = self._host_route_endpoint(index, host)
                 except HostNotAllowed as refused:
                     return _HostDecision(index, None, host_value, None, refused.message)
-                return _HostDecision(index, compiled.origin, host_value, endpoint)
+                return _HostDecision(
+                    index, compiled.origin, host_value, endpoint, identity=compiled.route.identity
+                )
         no_route = len(self._routes)
         try:
             endpoint = self._host_allowed(host)

@@ -6,6 +6,7 @@ names the file and the key path (`proxy.yaml: limits[2].rate: expected a number,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ LIMIT_SCOPES = ("none", "operation", "bucket", "prefix")
 # wait: queue up to max_wait (a client-side limit); enforce: refuse at once with the
 # service's throttling error, as AWS does (the load-test stand-in for AWS).
 LIMIT_MODES = ("wait", "enforce")
+# What one budget of a rule counts, as AWS counts it: per account and region by default.
+BUDGET_SCOPES = ("account-region", "region", "global")
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,31 @@ class CredentialsConfig:
 
 
 @dataclass(frozen=True)
+class RouteCredentials:
+    """A route's own identity: a role assumed from a source, or a named profile's chain."""
+
+    name: str
+    role_arn: str | None = None
+    external_id: str | None = None
+    role_session_name: str = "throttle-proxy"
+    duration_seconds: int | None = None
+    source_profile: str | None = None  # the role's source; None: the top-level chain
+    profile: str | None = None  # instead of role_arn: this profile's own credentials
+
+
+@dataclass(frozen=True)
 class Route:
     upstream: str
     host: str | None = None
     path_prefix: str | None = None
     service: str | None = None
     region: str | None = None
+    credentials: RouteCredentials | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """The name of the route's own identity (None: the top-level chain)."""
+        return self.credentials.name if self.credentials is not None else None
 
     @property
     def upstream_scheme(self) -> str:
@@ -63,6 +85,7 @@ class LimitRule:
     prefix_depth: int = 1
     adaptive: bool = False
     shadow: bool = False
+    scope: str = "account-region"
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,7 @@ class RedisConfig:
     key_prefix: str = "throttle-proxy"
     timeout: float = 0.25
     fail_open: bool = True
+    cluster: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,7 +240,7 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         allow_hosts=cp.string_list(
             top.get("allow_hosts", list(DEFAULT_ALLOW_HOSTS)), "allow_hosts"
         ),
-        routes=cp.items(top.get("routes"), "routes", _route),
+        routes=_routes(top.get("routes"), "routes"),
         limits=_limits(top.get("limits"), "limits"),
         include_default_limits=cp.boolean(
             top.get("include_default_limits", False), "include_default_limits"
@@ -297,7 +321,9 @@ def _credentials(raw: object, path: str) -> CredentialsConfig:
 
 def _route(raw: object, path: str) -> Route:
     section = cp.mapping(raw, path)
-    cp.reject_unknown(section, {"host", "path_prefix", "upstream", "service", "region"}, path)
+    cp.reject_unknown(
+        section, {"host", "path_prefix", "upstream", "service", "region", "credentials"}, path
+    )
     host = cp.optional_string(section.get("host"), f"{path}.host")
     prefix = cp.optional_string(section.get("path_prefix"), f"{path}.path_prefix")
     if (host is None) == (prefix is None):
@@ -322,6 +348,84 @@ def _route(raw: object, path: str) -> Route:
         path_prefix=prefix,
         service=cp.optional_string(section.get("service"), f"{path}.service"),
         region=cp.optional_string(section.get("region"), f"{path}.region"),
+        credentials=route_credentials(section.get("credentials"), f"{path}.credentials"),
+    )
+
+
+def _routes(raw: object, path: str) -> tuple[Route, ...]:
+    """The routes; routes naming one identity must describe it the same way."""
+    routes = cp.items(raw, path, _route)
+    seen: dict[str, tuple[int, RouteCredentials]] = {}
+    for index, route in enumerate(routes):
+        creds = route.credentials
+        if creds is None:
+            continue
+        first = seen.setdefault(creds.name, (index, creds))
+        if first[1] != creds:
+            raise ConfigError(
+                f"{path}[{index}].credentials.name",
+                f"identity {creds.name!r} is described differently at {path}[{first[0]}]",
+            )
+    return routes
+
+
+_ROUTE_CREDENTIAL_KEYS = {
+    "name",
+    "role_arn",
+    "external_id",
+    "role_session_name",
+    "duration_seconds",
+    "source_profile",
+    "profile",
+}
+_IDENTITY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
+
+
+def route_credentials(raw: object, path: str) -> RouteCredentials | None:
+    """A route's `credentials`: `role_arn` (+ `source_profile`, external id, session name,
+    duration) or `profile`; `name` is what /readyz, metrics and whoami call it."""
+    if raw is None:
+        return None
+    section = cp.mapping(raw, path)
+    cp.reject_unknown(section, _ROUTE_CREDENTIAL_KEYS, path)
+    role_arn = cp.optional_string(section.get("role_arn"), f"{path}.role_arn")
+    profile = cp.optional_string(section.get("profile"), f"{path}.profile")
+    if (role_arn is None) == (profile is None):
+        raise ConfigError(path, "needs exactly one of role_arn or profile")
+    if role_arn is not None and not _ROLE_ARN.match(role_arn):
+        raise ConfigError(
+            f"{path}.role_arn",
+            f"expected arn:aws:iam::<12-digit account>:role/<name>, got {role_arn!r}",
+        )
+    if profile is not None:
+        for only_with_role in (
+            "source_profile",
+            "external_id",
+            "role_session_name",
+            "duration_seconds",
+        ):
+            if only_with_role in section:
+                raise ConfigError(f"{path}.{only_with_role}", "goes with role_arn, not profile")
+    default_name = role_arn.rsplit("/", 1)[1] if role_arn is not None else profile
+    name = cp.string(section.get("name", default_name), f"{path}.name")
+    if not _IDENTITY_NAME.match(name):
+        raise ConfigError(f"{path}.name", f"expected letters, digits, '_', '.', '-', got {name!r}")
+    if name == "default":
+        raise ConfigError(f"{path}.name", "'default' is the top-level credentials' name")
+    duration = section.get("duration_seconds")
+    return RouteCredentials(
+        name=name,
+        role_arn=role_arn,
+        external_id=cp.optional_string(section.get("external_id"), f"{path}.external_id"),
+        role_session_name=cp.string(
+            section.get("role_session_name", "throttle-proxy"), f"{path}.role_session_name"
+        ),
+        duration_seconds=None
+        if duration is None
+        else cp.integer(duration, f"{path}.duration_seconds", 900),
+        source_profile=cp.optional_string(section.get("source_profile"), f"{path}.source_profile"),
+        profile=profile,
     )
 
 
@@ -335,6 +439,7 @@ _LIMIT_KEYS = {
     "prefix_depth",
     "adaptive",
     "shadow",
+    "scope",
 }
 
 
@@ -351,6 +456,11 @@ def limit_rule(raw: object, path: str) -> LimitRule:
         raise ConfigError(
             f"{path}.per", f"expected one of {', '.join(LIMIT_SCOPES)}, got {cp.shown(per)}"
         )
+    scope = cp.string(section.get("scope", "account-region"), f"{path}.scope")
+    if scope not in BUDGET_SCOPES:
+        raise ConfigError(
+            f"{path}.scope", f"expected one of {', '.join(BUDGET_SCOPES)}, got {cp.shown(scope)}"
+        )
     operations = (
         cp.string_list(section["operations"], f"{path}.operations")
         if "operations" in section
@@ -366,6 +476,7 @@ def limit_rule(raw: object, path: str) -> LimitRule:
         prefix_depth=cp.integer(section.get("prefix_depth", 1), f"{path}.prefix_depth", 0),
         adaptive=cp.boolean(section.get("adaptive", False), f"{path}.adaptive"),
         shadow=cp.boolean(section.get("shadow", False), f"{path}.shadow"),
+        scope=scope,
     )
 
 
@@ -410,20 +521,28 @@ def _redis(raw: object, path: str) -> RedisConfig | None:
     if raw is None:
         return None
     section = cp.mapping(raw, path)
-    cp.reject_unknown(section, {"url", "key_prefix", "timeout", "fail_open"}, path)
+    cp.reject_unknown(section, {"url", "key_prefix", "timeout", "fail_open", "cluster"}, path)
     if "url" not in section:
         raise ConfigError(f"{path}.url", "is required")
     url = cp.string(section["url"], f"{path}.url")
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         raise ConfigError(
-            f"{path}.url", f"expected redis://, rediss:// or unix://, got {cp.shown(url)}"
+            f"{path}.url",
+            f"expected redis://, rediss://, unix:// or redis+cluster://, got {cp.shown(url)}",
         )
+    cluster = cp.boolean(section.get("cluster", False), f"{path}.cluster")
+    if scheme.endswith("+cluster"):
+        cluster, url = True, url.replace("+cluster", "", 1)
+    if cluster and scheme.startswith("unix"):
+        raise ConfigError(f"{path}.cluster", "Redis Cluster needs a redis:// or rediss:// URL")
     d = RedisConfig(url=url)
     return RedisConfig(
         url=url,
         key_prefix=cp.string(section.get("key_prefix", d.key_prefix), f"{path}.key_prefix"),
         timeout=cp.duration(section.get("timeout", d.timeout), f"{path}.timeout", False),
         fail_open=cp.boolean(section.get("fail_open", d.fail_open), f"{path}.fail_open"),
+        cluster=cluster,
     )
 
 
@@ -502,7 +621,7 @@ def summary(config: Config) -> dict[str, Any]:
         "admin_listen": f"{config.admin_listen[0]}:{config.admin_listen[1]}",
         "region": config.region,
         "allow_hosts": list(config.allow_hosts),
-        "routes": [{k: v for k, v in vars(r).items() if v is not None} for r in config.routes],
+        "routes": [_route_summary(r) for r in config.routes],
         "limits": len(config.limits),
         "redis": _masked_url(config.redis.url) if config.redis else None,
         "retry": {
@@ -510,6 +629,13 @@ def summary(config: Config) -> dict[str, Any]:
             "quota": config.retry.quota,
         },
     }
+
+
+def _route_summary(route: Route) -> dict[str, Any]:
+    shown = {k: v for k, v in vars(route).items() if v is not None and k != "credentials"}
+    if route.credentials is not None:
+        shown["credentials"] = {k: v for k, v in vars(route.credentials).items() if v is not None}
+    return shown
 
 
 def _masked_url(url: str) -> str:

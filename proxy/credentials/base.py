@@ -15,6 +15,7 @@ class Credentials:
     session_token: str | None = field(default=None, repr=False)
     expiry: float | None = None  # epoch seconds; None: never expires
     provider: str = "static"
+    account_id: str | None = None  # when the source says (STS answers, AWS_ACCOUNT_ID)
 
     @property
     def masked_key_id(self) -> str:

@@ -46,7 +46,8 @@ class EnvProvider:
                 expiry = parse_expiration(expiration)
             except ValueError as exc:
                 raise CredentialError(self.name, f"AWS_CREDENTIAL_EXPIRATION: {exc}") from None
-        return Credentials(key_id, secret, token, expiry, self.name)
+        account = self._env.get("AWS_ACCOUNT_ID") or None
+        return Credentials(key_id, secret, token, expiry, self.name, account)
 
     def describe(self) -> str:
         """Why this provider had nothing."""

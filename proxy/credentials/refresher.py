@@ -52,9 +52,11 @@ class RefreshingCredentials:
         retry_cap: float = 60.0,
         watch_interval: float = 30.0,
         sleep: Sleep = asyncio.sleep,
+        identity: str = "default",
     ) -> None:
         config = config or CredentialsConfig()
         self._chain = chain
+        self.identity = identity  # the credentials_* metrics' `identity` label
         self._clock = clock
         self._metrics = metrics
         self._advisory = config.advisory_refresh
@@ -237,15 +239,22 @@ class RefreshingCredentials:
         else:
             self._attempts_failed = 0
             self._retry_at = float("-inf")
-        self._metrics.credentials_refresh_total.labels(provider.name, "success").inc()
+        self._metrics.credentials_refresh_total.labels(
+            self.identity, provider.name, "success"
+        ).inc()
         self._metrics.credentials_mfa_required.set(0)
         if self._expiry_label is not None and self._expiry_label != provider.name:
-            self._metrics.credentials_expiry_timestamp_seconds.remove(self._expiry_label)
+            self._metrics.credentials_expiry_timestamp_seconds.remove(
+                self.identity, self._expiry_label
+            )
         self._expiry_label = provider.name
-        gauge = self._metrics.credentials_expiry_timestamp_seconds.labels(provider.name)
+        gauge = self._metrics.credentials_expiry_timestamp_seconds.labels(
+            self.identity, provider.name
+        )
         gauge.set(credentials.expiry or 0.0)
         log.info(
             "credentials-loaded",
+            identity=self.identity,
             provider=provider.name,
             access_key=credentials.masked_key_id,
             expires=None if credentials.expiry is None else format_expiration(credentials.expiry),
@@ -257,7 +266,7 @@ class RefreshingCredentials:
         delay = self._backoff()
         self._retry_at = self._clock.monotonic() + delay
         result = "mfa_required" if isinstance(error, MfaRequired) else "error"
-        self._metrics.credentials_refresh_total.labels(provider, result).inc()
+        self._metrics.credentials_refresh_total.labels(self.identity, provider, result).inc()
         log.warning("credentials-refresh-failed", error=error.message, retry_in=round(delay, 3))
 
     def _backoff(self) -> float:

@@ -18,6 +18,7 @@ from yarl import URL
 
 from proxy.clock import Clock
 from proxy.credentials.base import Credentials
+from proxy.credentials.identities import account_of_arn
 from proxy.credentials.timestamps import parse_expiration
 from proxy.errors import CredentialError
 from proxy.signing.sigv4 import SigningInput, SigningKeyCache, sign
@@ -246,4 +247,7 @@ def _credentials(root: ET.Element, provider: str, action: str) -> Credentials:
         expiry = parse_expiration(expiration)
     except ValueError as exc:
         raise CredentialError(provider, f"STS {action}: Expiration: {exc}") from None
-    return Credentials(key_id, secret, token, expiry, provider)
+    # AssumeRole* answers name the role session: its ARN holds the account (rate limits).
+    user = _find(root, "AssumedRoleUser")
+    account = account_of_arn(_text(user, "Arn")) if user is not None else None
+    return Credentials(key_id, secret, token, expiry, provider, account)

@@ -117,14 +117,14 @@ class Metrics:
         )
         self.credentials_refresh_total = Counter(
             PREFIX + "credentials_refresh_total",
-            "Credential loads and refreshes, by provider and result.",
-            ["provider", "result"],
+            "Credential loads and refreshes, by identity (configured name), provider and result.",
+            ["identity", "provider", "result"],
             registry=r,
         )
         self.credentials_expiry_timestamp_seconds = Gauge(
             PREFIX + "credentials_expiry_timestamp_seconds",
-            "When the current credentials expire (0 when they do not).",
-            ["provider"],
+            "When each identity's current credentials expire (0 when they do not).",
+            ["identity", "provider"],
             registry=r,
         )
         self.credentials_mfa_required = Gauge(

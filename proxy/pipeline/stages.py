@@ -33,6 +33,7 @@ from proxy.bodies.spool import SpoolArea
 from proxy.clock import Clock
 from proxy.config.model import Config
 from proxy.credentials.base import CredentialSource
+from proxy.credentials.identities import Identities, Identity
 from proxy.errors import (
     BadRequest,
     ClientClosed,
@@ -75,6 +76,7 @@ class PipelineParts:
     router: Router
     limiter: RateLimiter
     attempts: AttemptRunner
+    identities: Identities | None = None  # None: only the pipeline's own credentials
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Services:
     debug: bool
     faults: FaultInjector
     spool: SpoolArea | None = None
+    only_identity: Identities | None = None  # `credentials` alone, when parts name none
 
     def body_limits(self, config: Config) -> BodyLimits:
         """The body limits of `config`; one spool area (and disk budget) while its settings
@@ -109,6 +112,7 @@ class RequestContext:
     request_id: str
     started: float
     target: Target | None = None
+    identity: Identity | None = None  # bound with the route: every attempt signs as it
     body: ClientBody = _EMPTY_BODY
     forwardable: list[tuple[str, str]] | None = None  # the client's headers that go upstream
     operation: Operation | None = None
@@ -145,6 +149,10 @@ async def route(ctx: RequestContext) -> None:
     ctx.target = ctx.parts.router.resolve(
         exchange.method, exchange.target, exchange.headers.get("Host")
     )
+    # From the same config snapshot as the route: a reload never re-binds a request.
+    identities = ctx.parts.identities or ctx.services.only_identity
+    assert identities is not None
+    ctx.identity = identities.get(ctx.target.identity)
     if exchange.refusal is not None:
         # Routed first (505 for an HTTP version we do not speak) so the refusal is written
         # in the service's format.
@@ -200,9 +208,10 @@ async def classify_request(ctx: RequestContext) -> None:
     """Which AWS operation (rate-limit rules, metric labels, error format)."""
     exchange, target = ctx.exchange, ctx.target
     assert target is not None
+    assert ctx.identity is not None
     ctx.operation = classify(
         exchange.method, target.endpoint, target.path, target.query, exchange.headers, ctx.body.data
-    )
+    ).for_budget(ctx.identity.budget_account, target.endpoint.region)
 
 
 async def client_fault(ctx: RequestContext) -> None:
@@ -356,6 +365,7 @@ class RequestPipeline:
             SigningKeyCache(),
             parts.config.log_level == "debug",
             self.faults,
+            only_identity=Identities.single(credentials),
         )
         self._metrics = metrics
         # At warning and above the per-request line is not written: skip building it too.
@@ -477,7 +487,8 @@ async def _send_once(
             method, target.origin, wire.target, wire.headers, wire.body, deadline
         )
     # A fresh snapshot and signature for every attempt: a retry may cross a refresh.
-    creds = await services.credentials.get()
+    assert ctx.identity is not None
+    creds = await ctx.identity.source.get()
     now = services.clock.time()
     if payload_hash is not None:
         if body.spool is not None:

@@ -96,11 +96,14 @@ class BucketTable:
     is rebuilt, because a Python dict never gives back the memory of its slot array.
     """
 
-    __slots__ = ("_peak", "_tats")
+    __slots__ = ("_peak", "_tats", "floor")
 
     def __init__(self) -> None:
         self._tats: OrderedDict[str, float] = OrderedDict()
         self._peak = 0
+        # The `tat` of a bucket not in the table: full (any moment past) until a burst grows,
+        # then one that holds only the old burst (see `reshape`). Every stored tat is >= it.
+        self.floor = float("-inf")
 
     def __len__(self) -> int:
         return len(self._tats)
@@ -109,8 +112,28 @@ class BucketTable:
         return iter(self._tats)
 
     def get(self, key: str, now: float) -> float:
-        """The bucket's `tat`; a bucket never seen (or forgotten) is full: `now`."""
-        return self._tats.get(key, now)
+        """The bucket's `tat`; a bucket never seen (or forgotten) is full: `now` (or, after
+        the burst grew, holds the old burst: `floor`)."""
+        tat = self._tats.get(key)
+        if tat is None:
+            return now if now > self.floor else self.floor
+        return tat
+
+    def reshape(self, burst_change: float, now: float) -> None:
+        """The rule's burst changed by `burst_change` tokens: every bucket keeps its level
+        (tokens it could spend now), capped at the new burst.
+
+        In tat terms the spent part `tat - now` grows or shrinks by the change, never below
+        zero: shrinking leaves no debt (a bucket with room under the new burst admits at
+        once), growing gives no credit (a full bucket holds the old burst, and refills to the
+        new one at the rule's rate). One pass over the buckets: reloads are rare.
+        """
+        if burst_change == 0:
+            return
+        tats = self._tats
+        for key, tat in tats.items():
+            tats[key] = max(now, max(tat, now) + burst_change)
+        self.floor = max(now, max(self.floor, now) + burst_change)
 
     def put(self, key: str, tat: float, now: float) -> None:
         """Store a bucket's new `tat`, and drop up to two idle buckets on the way."""

@@ -19,16 +19,26 @@ the one this grant set. A bucket where a later request was already granted a slo
 charge, as the local limiter does; so does every bucket when Redis cannot be reached, and
 a request cancelled while its script was still running (its grant is not known here).
 
-Keys are `{key_prefix}:<rule>:<bucket>`: the hash tag puts all of them in one Redis Cluster
-slot, so the multi-key scripts never fail with CROSSSLOT (see proxy.ratelimit.redis_scripts).
-The client is a plain (non-cluster) one: on Cluster, `redis.url` must reach the node serving
-that slot; a MOVED answer counts as a backend error like any other.
+Requests share round trips: what the requests of one event-loop turn ask of Redis goes out
+as one script call (per budget slot on Cluster), which decides them one after another, each
+atomically over all its buckets, exactly as one call per request would. Calls of successive
+turns overlap on the connection pool (pipelining), so no request waits for another's batch.
+
+Keys are `{key_prefix:account/region}:<rule>:<bucket>`: one Redis Cluster slot per budget
+(see proxy.ratelimit.redis_scripts). With `redis.cluster` (or a `redis+cluster://` URL) the
+cluster client routes each call to the node of its slot. A request whose rules have different
+scopes (one per account and region, one per region) touches two slots there: it is decided
+slot by slot, all or nothing (a refusal by one slot gives back what the others granted), and
+a slot that granted an earlier moment than another made the request wait counts its token
+from that earlier moment: at most `max_wait` early, for such mixed requests on Cluster only.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -43,7 +53,7 @@ from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics
 from proxy.ratelimit.local import LocalRateLimiter, Sleep
 from proxy.ratelimit.redis_scripts import (
-    GCRA_SCRIPT,
+    GCRA_BATCH_SCRIPT,
     REFUND_SCRIPT,
     bucket_redis_key,
     hash_tag,
@@ -53,6 +63,30 @@ from proxy.ratelimit.ruleset import RuleState
 log = get_logger("proxy.ratelimit.redis")
 
 _OVER_LIMIT_CAP = 10_000  # local over-limit entries before expired ones are cleared
+_NEVER = 2**62  # a refund's "slot moment" for a grant whose request never went
+
+
+@dataclass(slots=True)
+class _Ask:
+    """What one request (or, on Cluster, its part in one slot) asks of Redis in a batch."""
+
+    keys: list[str]
+    args: list[str]  # max_wait_us, then interval_us and burst per key
+    intervals_us: list[int]
+    reply: asyncio.Future[list[int]] = field(default_factory=lambda: _new_future())
+
+
+def _new_future() -> asyncio.Future[list[int]]:
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """A request's combined answer: admitted?, its wait, and each rule's own wait."""
+
+    admitted: bool
+    wait: float
+    own_waits: list[float]
 
 
 class RedisRateLimiter:
@@ -74,18 +108,20 @@ class RedisRateLimiter:
         self._clock = clock
         self._retry_interval = retry_interval
         self._errors = metrics.ratelimit_backend_errors_total.labels("redis")
-        self._client = aioredis.Redis.from_url(
-            config.url,
-            socket_timeout=config.timeout,
-            socket_connect_timeout=config.timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._script = self._client.register_script(GCRA_SCRIPT)
+        self._client: Any = _client(config)
+        self._script = self._client.register_script(GCRA_BATCH_SCRIPT)
         self._refund_script = self._client.register_script(REFUND_SCRIPT)
-        self._tag = hash_tag(config.key_prefix)
+        self._prefix = config.key_prefix
         self._down_until = 0.0
         self._over_limit: dict[str, float] = {}
-        self._refunds: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        # Asks waiting for this turn's batch, by budget slot tag (one group when not Cluster).
+        self._pending: dict[str, list[_Ask]] = {}
+        self._flush_scheduled = False
+
+    @property
+    def _refunds(self) -> set[asyncio.Task[None]]:
+        return self._background
 
     async def acquire(self, op: Operation) -> float:
         """Wait for a token of every rule covering `op`, from the shared buckets."""
@@ -98,55 +134,131 @@ class RedisRateLimiter:
         enforcing = local.judge_shadows(matched, op, now)
         if not enforcing:
             return 0.0
-        keys = [self._redis_key(state, op) for state in enforcing]
+        tags = [hash_tag(self._prefix, state.compiled.budget_key(op)) for state in enforcing]
+        keys = [
+            bucket_redis_key(tag, state.name, state.compiled.per_key(op))
+            for tag, state in zip(tags, enforcing, strict=True)
+        ]
         self._refuse_if_known_over(enforcing, keys, now)
         if now < self._down_until:
             return self._without_redis(enforcing, now)
         policy = local.policy
         # A full queue admits only what can go at once.
         max_wait = policy.max_wait if local.waiting < policy.max_queue else 0.0
-        args: list[int] = [round(max_wait * 1e6)]
-        intervals_us: list[int] = []
-        for state in enforcing:
-            interval = 1.0 / state.rate
-            intervals_us.append(round(interval * 1e6))
-            args += [intervals_us[-1], round(state.shape.tolerance * interval * 1e6)]
+        asks = self._asks(enforcing, tags, keys, round(max_wait * 1e6))
         try:
             async with asyncio.timeout(self._config.timeout):
-                reply = await self._script(keys=keys, args=args)
+                replies = await asyncio.gather(*(ask.reply for ask in asks))
         except (RedisError, OSError, TimeoutError) as error:
             self._errors.inc()
             self._down_until = now + self._retry_interval
             log.warning("redis-limiter-unavailable", error=type(error).__name__)
             return self._without_redis(enforcing, now)
-        count = len(keys)
-        admitted, wait = int(reply[0]) == 1, int(reply[1]) / 1e6
-        own_waits = [int(value) / 1e6 for value in reply[3 : 3 + count]]
-        if not admitted:
-            self._remember_over(keys, own_waits, now, max_wait)
-            raise local.refuse(enforcing, own_waits, wait)
-        local.count_admitted(enforcing, own_waits, now + wait)
-        if wait <= 0:
+        verdict = self._combine(asks, replies)
+        if not verdict.admitted:
+            self._give_back(asks, replies)
+            self._remember_over(keys, verdict.own_waits, now, max_wait)
+            raise local.refuse(enforcing, verdict.own_waits, verdict.wait)
+        local.count_admitted(enforcing, verdict.own_waits, now + verdict.wait)
+        if verdict.wait <= 0:
             return 0.0
         try:
-            await local.wait_in_queue(enforcing, wait)
+            await local.wait_in_queue(enforcing, verdict.wait)
         except asyncio.CancelledError:
-            granted = [int(value) for value in reply[3 + count : 3 + 2 * count]]
-            refund_args = [int(reply[2])]
-            for tat, interval_us in zip(granted, intervals_us, strict=True):
-                refund_args += [tat, interval_us]
-            self._start_refund(keys, refund_args)
+            self._give_back(asks, replies, never_sent=False)
             raise
-        return wait
+        return verdict.wait
 
-    def _redis_key(self, state: RuleState, op: Operation) -> str:
-        return bucket_redis_key(self._tag, state.name, state.compiled.bucket_key(op))
+    # -- batching ---------------------------------------------------------------------------
 
-    def _start_refund(self, keys: list[str], args: list[int]) -> None:
-        # In the background: the cancelled request must not wait on Redis to go away.
-        task = asyncio.get_running_loop().create_task(self._refund(keys, args))
-        self._refunds.add(task)
-        task.add_done_callback(self._refunds.discard)
+    def _asks(
+        self, enforcing: list[RuleState], tags: list[str], keys: list[str], max_wait_us: int
+    ) -> list[_Ask]:
+        """One ask per slot group of the request (one ask unless Cluster and mixed scopes),
+        queued for this turn's batch."""
+        groups: dict[str, _Ask] = {}
+        for state, tag, key in zip(enforcing, tags, keys, strict=True):
+            group = tag if self._config.cluster else ""
+            ask = groups.get(group)
+            if ask is None:
+                ask = groups[group] = _Ask([], [str(max_wait_us)], [])
+            interval_us = round(1e6 / state.rate)
+            ask.keys.append(key)
+            ask.args += [str(interval_us), repr(state.shape.burst)]
+            ask.intervals_us.append(interval_us)
+        for group, ask in groups.items():
+            self._pending.setdefault(group, []).append(ask)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return list(groups.values())
+
+    def _flush(self) -> None:
+        """Send every ask queued this turn: one script call per slot group."""
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for asks in pending.values():
+            self._spawn(self._run_batch(asks))
+
+    async def _run_batch(self, asks: list[_Ask]) -> None:
+        keys: list[str] = []
+        args: list[str] = [str(len(asks))]
+        for ask in asks:
+            keys += ask.keys
+            args += [str(len(ask.keys)), *ask.args]
+        try:
+            async with asyncio.timeout(self._config.timeout):
+                replies = await self._script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as error:
+            for ask in asks:
+                if not ask.reply.done():
+                    ask.reply.set_exception(type(error)(str(error)))
+                    ask.reply.exception()  # a caller gone by now must not log it as lost
+            return
+        except asyncio.CancelledError:
+            for ask in asks:
+                ask.reply.cancel()
+            raise
+        for ask, reply in zip(asks, replies, strict=True):
+            values = [int(value) for value in reply]
+            if not ask.reply.done():
+                ask.reply.set_result(values)
+            elif values[0] == 1:
+                # The caller left (client gone, or its timeout) after Redis granted: give back.
+                self._give_back([ask], [values])
+
+    @staticmethod
+    def _combine(asks: list[_Ask], replies: Sequence[list[int]]) -> _Verdict:
+        admitted, wait = True, 0
+        own: list[float] = []
+        for ask, reply in zip(asks, replies, strict=True):
+            count = len(ask.keys)
+            admitted = admitted and reply[0] == 1
+            wait = max(wait, reply[1])
+            own += [value / 1e6 for value in reply[3 : 3 + count]]
+        return _Verdict(admitted, wait / 1e6, own)
+
+    def _give_back(
+        self, asks: list[_Ask], replies: Sequence[list[int]], *, never_sent: bool = True
+    ) -> None:
+        """Refund, in the background, the grants of the asks Redis admitted. A waiter gives
+        its slot back only before the slot's moment (`never_sent=False`); a request refused
+        or gone before it could go gives it back whatever the time."""
+        for ask, reply in zip(asks, replies, strict=True):
+            if reply[0] != 1:
+                continue
+            count = len(ask.keys)
+            refund_args = [_NEVER if never_sent else reply[2]]
+            granted = reply[3 + count : 3 + 2 * count]
+            for tat, interval_us in zip(granted, ask.intervals_us, strict=True):
+                refund_args += [tat, interval_us]
+            self._spawn(self._refund(ask.keys, refund_args))
+
+    def _spawn(self, work: Any) -> None:
+        # Strong references until done: the loop keeps only weak ones.
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _refund(self, keys: list[str], args: list[int]) -> None:
         try:
@@ -200,12 +312,27 @@ class RedisRateLimiter:
         self._local.observe_success(op)
 
     def update_rules(self, rules: Sequence[LimitRule], policy: LimitPolicy) -> None:
+        """New rules: the buckets in Redis are rescaled on their next charge (see
+        proxy.ratelimit.redis_scripts); what was refused under the old rules is forgotten."""
         self._local.update_rules(rules, policy)
+        self._over_limit.clear()
 
     async def close(self) -> None:
         """Stop the sweeper, let refunds in flight land (each bounded by the timeout), and
         close the connections."""
         await self._local.close()
-        if self._refunds:
-            await asyncio.gather(*self._refunds, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._client.aclose()
+
+
+def _client(config: RedisConfig) -> Any:
+    """A plain client, or the cluster client that routes each call to its slot's node."""
+    options: dict[str, Any] = {
+        "socket_timeout": config.timeout,
+        "socket_connect_timeout": config.timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if config.cluster:
+        return aioredis.RedisCluster.from_url(config.url, **options)
+    return aioredis.Redis.from_url(config.url, **options)

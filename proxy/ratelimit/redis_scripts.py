@@ -1,12 +1,20 @@
 """The Lua the shared limiter runs in Redis, and the names of the keys it runs on.
 
 Times are microseconds of Redis's own clock (`TIME`), so replicas need no synchronised clocks.
-A bucket's value is its GCRA theoretical arrival time (TAT); a missing key is a full bucket.
+A bucket's value is `tat:interval:burst`: its GCRA theoretical arrival time (TAT) and the
+rule's shape when it was last charged; a missing key is a full bucket. When a reload changed
+the rule (any replica's), the next charge first rescales the bucket as the local limiter does:
+its level (tokens it could spend now) is kept, capped at the new burst, so shrinking leaves
+no debt and growing gives no credit. (A bucket Redis has already expired was full: it comes
+back full of the new burst.)
+
+One script call decides a whole batch of requests, one after another, each atomically over
+all of its buckets: that is how concurrent requests share one round trip.
 
 Redis Cluster: a script may only touch keys of one hash slot (else CROSSSLOT). Every key is
-`{key_prefix}:<rule>:<bucket>`, and Cluster hashes only the part in braces, so all of a
-limiter's keys share one slot: a request's buckets are always charged in one atomic script.
-The price is that that slot's node holds every bucket and runs every decision.
+`{key_prefix:account/region}:<rule>:<bucket>` (`*/region` or `*/*` for the `region` and
+`global` scopes), and Cluster hashes only the part in braces: budgets spread over the
+cluster's slots by account and region, and all of one budget's keys share a slot.
 """
 
 from __future__ import annotations
@@ -14,41 +22,70 @@ from __future__ import annotations
 # Used when `key_prefix` has nothing left to make a hash tag of (empty or only braces).
 FALLBACK_HASH_TAG = "throttle-proxy"
 
-# KEYS: one per bucket. ARGV: max_wait_us, then interval_us and tolerance_us per key.
-# Returns {admitted (1|0), wait_us, admit_at_us, own_wait_us per key, then (when admitted)
-# the TAT granted per key}, which is what a cancelled waiter needs to take its grant back.
-GCRA_SCRIPT = """
+# KEYS: every bucket of every request in the batch, request after request.
+# ARGV: the number of requests; per request its key count and max_wait_us, then per key the
+# rule's interval_us and burst (as strings, stored with the TAT to notice a reload).
+# Returns one reply per request: {admitted (1|0), wait_us, admit_at_us, own_wait_us per key,
+# then (when admitted) the TAT granted per key}, which a cancelled waiter needs to take its
+# grant back.
+GCRA_BATCH_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local max_wait = tonumber(ARGV[1])
-local admit = now
-local tats, own = {}, {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local tolerance = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  tats[i] = tat
-  local allow = tat + interval - tolerance
-  if allow < now then allow = now end
-  own[i] = allow - now
-  if allow > admit then admit = allow end
+
+local function read(key, interval, burst)
+  local value = redis.call('GET', key)
+  if not value then return now end
+  local tat, old_interval, old_burst = string.match(value, '^(%d+):(%d+):(.+)$')
+  if not tat then
+    tat = tonumber(value)
+    if tat == nil or tat < now then return now end
+    return tat
+  end
+  tat = tonumber(tat)
+  if tat <= now then return now end
+  if old_interval == interval and old_burst == burst then return tat end
+  local spent = (tat - now) / tonumber(old_interval) + tonumber(burst) - tonumber(old_burst)
+  if spent <= 0 then return now end
+  return math.floor(now + spent * tonumber(interval))
 end
-local wait = admit - now
-local reply = {0, wait, admit}
-for i = 1, #KEYS do reply[i + 3] = own[i] end
-if wait > max_wait then return reply end
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local base = tats[i]
-  if admit > base then base = admit end
-  local tat = base + interval
-  local ttl = math.ceil((tat - now) / 1000) + 1000
-  redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl)
-  reply[#KEYS + 3 + i] = tat
+
+local replies = {}
+local k, a = 0, 2
+for r = 1, tonumber(ARGV[1]) do
+  local count, max_wait = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local admit = now
+  local tats, own = {}, {}
+  for i = 1, count do
+    local interval, burst = ARGV[a + 2 * i - 2], ARGV[a + 2 * i - 1]
+    local tat = read(KEYS[k + i], interval, burst)
+    tats[i] = tat
+    local step = tonumber(interval)
+    local allow = tat + step - tonumber(burst) * step
+    if allow < now then allow = now end
+    own[i] = allow - now
+    if allow > admit then admit = allow end
+  end
+  local wait = admit - now
+  local reply = {0, wait, admit}
+  for i = 1, count do reply[i + 3] = own[i] end
+  if wait <= max_wait then
+    for i = 1, count do
+      local interval, burst = ARGV[a + 2 * i - 2], ARGV[a + 2 * i - 1]
+      local base = tats[i]
+      if admit > base then base = admit end
+      local tat = math.floor(base + tonumber(interval))
+      local ttl = math.ceil((tat - now) / 1000) + 1000
+      redis.call('SET', KEYS[k + i], string.format('%d:%s:%s', tat, interval, burst), 'PX', ttl)
+      reply[count + 3 + i] = tat
+    end
+    reply[1] = 1
+  end
+  replies[r] = reply
+  k = k + count
+  a = a + 2 * count
 end
-reply[1] = 1
-return reply
+return replies
 """
 
 # KEYS: the buckets one grant charged. ARGV: admit_at_us, then granted_tat_us and interval_us
@@ -63,12 +100,13 @@ if now >= tonumber(ARGV[1]) then return 0 end
 local refunded = 0
 for i, key in ipairs(KEYS) do
   local granted = tonumber(ARGV[2 * i])
-  local current = tonumber(redis.call('GET', key) or '-1')
-  if current == granted then
+  local value = redis.call('GET', key) or ''
+  local current, shape = string.match(value, '^(%d+)(:.*)$')
+  if current ~= nil and tonumber(current) == granted then
     local tat = granted - tonumber(ARGV[2 * i + 1])
     if tat > now then
       local ttl = math.ceil((tat - now) / 1000) + 1000
-      redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl)
+      redis.call('SET', key, string.format('%d', tat) .. shape, 'PX', ttl)
     else
       redis.call('DEL', key)
     end
@@ -79,11 +117,18 @@ return refunded
 """
 
 
-def hash_tag(key_prefix: str) -> str:
-    """`{key_prefix}`, the part of every key Redis Cluster hashes. Braces in the prefix would
-    cut the tag short or empty it (an empty tag hashes the whole key), so they are dropped."""
-    tag = key_prefix.replace("{", "").replace("}", "")
-    return "{" + (tag or FALLBACK_HASH_TAG) + "}"
+def _without_braces(text: str) -> str:
+    # Braces would cut the tag short or empty it (an empty tag hashes the whole key).
+    return text.replace("{", "").replace("}", "")
+
+
+def hash_tag(key_prefix: str, budget: str = "") -> str:
+    """`{key_prefix:budget}`, the part of a key Redis Cluster hashes: one slot per budget
+    (account and region). Braces are dropped from both parts."""
+    tag = _without_braces(key_prefix) or FALLBACK_HASH_TAG
+    if budget:
+        tag = f"{tag}:{_without_braces(budget)}"
+    return "{" + tag + "}"
 
 
 def bucket_redis_key(tag: str, rule: str, bucket: str) -> str:

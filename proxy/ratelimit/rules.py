@@ -10,6 +10,11 @@ Bucket keys per `per`: `none` one bucket; `operation` one per operation the serv
 buckets without end); `bucket` one per S3 bucket; `prefix` one per S3 bucket plus the first
 `prefix_depth` folder segments of the key (the object's own name is not a segment:
 `b/logs/2024/x.gz` at depth 1 is `b/logs`).
+
+Before the `per` part comes the budget's `scope`, because AWS throttles per account and per
+region: `account-region` (the default) keeps one budget per signing account (or identity name
+while the account is not known) and region, `region` one per region whatever the identity,
+`global` one for everything.
 """
 
 from __future__ import annotations
@@ -92,8 +97,18 @@ class CompiledRule:
     def covers(self, op: Operation) -> bool:
         return self.matcher.matches(op.name)
 
-    def bucket_key(self, op: Operation) -> str:
-        """Which of the rule's buckets `op` draws from (never a metric label)."""
+    def budget_key(self, op: Operation) -> str:
+        """Whose budget `op` spends under this rule's `scope`: `account/region`, `*/region`
+        or `*/*` (also the Redis Cluster hash tag: one slot per account and region)."""
+        scope = self.rule.scope
+        if scope == "account-region":
+            return f"{op.account}/{op.region}"
+        if scope == "region":
+            return f"*/{op.region}"
+        return "*/*"
+
+    def per_key(self, op: Operation) -> str:
+        """Which of the budget's buckets `op` draws from, by the rule's `per`."""
         per = self.rule.per
         if per == "none":
             return ""
@@ -103,6 +118,10 @@ class CompiledRule:
             return op.bucket or ""
         return prefix_key(op.bucket, op.key, self.rule.prefix_depth)
 
+    def bucket_key(self, op: Operation) -> str:
+        """Which of the rule's buckets `op` draws from (never a metric label)."""
+        return f"{self.budget_key(op)}|{self.per_key(op)}"
+
 
 def compile_rule(rule: LimitRule) -> CompiledRule:
     return CompiledRule(rule, operation_matcher(rule.operations))
@@ -110,12 +129,13 @@ def compile_rule(rule: LimitRule) -> CompiledRule:
 
 def same_shape(a: LimitRule, b: LimitRule) -> bool:
     """True when bucket state of `a` stays meaningful for `b` (rate and burst may differ)."""
-    return (a.name, a.service, a.operations, a.per, a.prefix_depth) == (
+    return (a.name, a.service, a.operations, a.per, a.prefix_depth, a.scope) == (
         b.name,
         b.service,
         b.operations,
         b.per,
         b.prefix_depth,
+        b.scope,
     )
 
 
@@ -159,6 +179,7 @@ def describe_rules(rules: Sequence[LimitRule]) -> list[dict[str, object]]:
             "rate": rule.rate,
             "burst": rule.burst,
             "per": rule.per,
+            "scope": rule.scope,
         }
         if rule.per == "prefix":
             entry["prefix_depth"] = rule.prefix_depth

@@ -77,8 +77,10 @@ class RuleState:
         return self.refill.rate
 
     def retune(self, rule: LimitRule, now: float) -> None:
-        """Take a reloaded rule of the same shape: new rate and burst, same buckets."""
+        """Take a reloaded rule of the same shape: new rate and burst, same buckets, each
+        bucket's level capped at the new burst (see BucketTable.reshape)."""
         self.compiled = compile_rule(rule)
+        self.buckets.reshape(rule.burst - self.shape.burst, self.refill.at(now))
         self.shape = BucketShape(1.0, rule.burst)
         if self.adaptive is not None and rule.adaptive:
             self.adaptive.set_ceiling(rule.rate)

@@ -143,9 +143,9 @@ async def test_local_over_limit_cache_refuses_without_asking(
     async def counting(**kwargs: object) -> object:
         nonlocal calls
         calls += 1
-        return await original(**kwargs)  # type: ignore[arg-type]
+        return await original(**kwargs)
 
-    a._script = counting  # type: ignore[assignment]
+    a._script = counting
     with pytest.raises(RateLimited):
         await a.acquire(DESCRIBE)
     assert calls == 0

@@ -355,12 +355,48 @@ BAD_CONFIGS: list[tuple[str, str]] = [
     ),
     (
         f"{ROUTE}, port: 1}}\n",
-        "routes[0].port: unknown key (known keys: host, path_prefix, region, service, upstream)",
+        "routes[0].port: unknown key (known keys: credentials, host, path_prefix, region, "
+        "service, upstream)",
     ),
     (
-        f"{LIMIT}, scope: x}}\n",
-        "limits[0].scope: unknown key (known keys: adaptive, burst, name, operations, per, "
-        "prefix_depth, rate, service, shadow)",
+        f"{LIMIT}, window: x}}\n",
+        "limits[0].window: unknown key (known keys: adaptive, burst, name, operations, per, "
+        "prefix_depth, rate, scope, service, shadow)",
+    ),
+    (
+        f"{LIMIT}, scope: account}}\n",
+        "limits[0].scope: expected one of account-region, region, global, got 'account'",
+    ),
+    (
+        f"{ROUTE}, credentials: {{role_session_name: x}}}}\n",
+        "routes[0].credentials: needs exactly one of role_arn or profile",
+    ),
+    (
+        f"{ROUTE}, credentials: {{role_arn: 'arn:aws:iam::12:role/x'}}}}\n",
+        "routes[0].credentials.role_arn: expected arn:aws:iam::<12-digit account>:role/<name>, "
+        "got 'arn:aws:iam::12:role/x'",
+    ),
+    (
+        f"{ROUTE}, credentials: {{profile: p, source_profile: q}}}}\n",
+        "routes[0].credentials.source_profile: goes with role_arn, not profile",
+    ),
+    (
+        f"{ROUTE}, credentials: {{profile: p, name: default}}}}\n",
+        "routes[0].credentials.name: 'default' is the top-level credentials' name",
+    ),
+    (
+        f"{ROUTE}, credentials: {{profile: p, name: 'a b'}}}}\n",
+        "routes[0].credentials.name: expected letters, digits, '_', '.', '-', got 'a b'",
+    ),
+    (
+        f"{ROUTE}, credentials: {{profile: p, name: x}}}}\n"
+        "  - {host: b.example.com, upstream: 'https://b.example.com', "
+        "credentials: {profile: q, name: x}}\n",
+        "routes[1].credentials.name: identity 'x' is described differently at routes[0]",
+    ),
+    (
+        "redis: {url: 'unix:///tmp/r.sock', cluster: true}\n",
+        "redis.cluster: Redis Cluster needs a redis:// or rediss:// URL",
     ),
     (
         "limit_policy: {max_waiting: 1}\n",
@@ -369,7 +405,7 @@ BAD_CONFIGS: list[tuple[str, str]] = [
     ),
     (
         "redis: {url: 'redis://h', db: 1}\n",
-        "redis.db: unknown key (known keys: fail_open, key_prefix, timeout, url)",
+        "redis.db: unknown key (known keys: cluster, fail_open, key_prefix, timeout, url)",
     ),
     (
         "retry: {attempts: 3}\n",
@@ -590,11 +626,12 @@ BAD_CONFIGS: list[tuple[str, str]] = [
     ("redis: 'redis://h'\n", "redis: expected a mapping, got str"),
     (
         "redis: {url: 'http://cache:6379'}\n",
-        "redis.url: expected redis://, rediss:// or unix://, got 'http://cache:6379'",
+        "redis.url: expected redis://, rediss://, unix:// or redis+cluster://, "
+        "got 'http://cache:6379'",
     ),
     (
         "redis: {url: 'cache:6379'}\n",
-        "redis.url: expected redis://, rediss:// or unix://, got 'cache:6379'",
+        "redis.url: expected redis://, rediss://, unix:// or redis+cluster://, got 'cache:6379'",
     ),
     # retry services
     ("retry: {services: [s3]}\n", "retry.services: expected a mapping, got list"),

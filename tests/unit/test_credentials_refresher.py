@@ -100,7 +100,11 @@ async def test_advisory_window_refreshes_in_background_and_keeps_old_on_failure(
     assert "refresh failing: scripted: boom" in message
     assert (
         sample(
-            metrics, "throttle_proxy_credentials_refresh_total", provider="scripted", result="error"
+            metrics,
+            "throttle_proxy_credentials_refresh_total",
+            identity="default",
+            provider="scripted",
+            result="error",
         )
         == 1.0
     )
@@ -224,7 +228,10 @@ async def test_changed_file_is_reloaded_and_expiry_gauge_follows() -> None:
     await source.refresh_if_due()
     assert (await source.get()).access_key_id == "AKID2"
     expiry = sample(
-        metrics, "throttle_proxy_credentials_expiry_timestamp_seconds", provider="scripted"
+        metrics,
+        "throttle_proxy_credentials_expiry_timestamp_seconds",
+        identity="default",
+        provider="scripted",
     )
     assert expiry == clock.time() + HOUR
 

@@ -127,3 +127,19 @@ def test_table_rebuilds_after_shrinking_far_below_its_peak() -> None:
     table.sweep(now=2.0)
     assert len(table) == 0
     assert table._tats is not old_dict  # a fresh, small dict: the big slot array is freed
+
+
+def test_reshape_keeps_each_level_capped_at_the_new_burst() -> None:
+    table = BucketTable()
+    # Levels at now=100 under burst 10: "a" spent 8 (level 2), "b" spent 1 (level 9).
+    table.put("a", 108.0, 100.0)
+    table.put("b", 101.0, 100.0)
+    table.reshape(-5.0, 100.0)  # burst 10 -> 5
+    assert table.get("a", 100.0) == 103.0  # level 2 stays 2 (spent 3 of 5)
+    assert table.get("b", 100.0) == 100.0  # level 9 capped at 5: full, no debt
+    assert table.get("new", 100.0) == 100.0
+    table.reshape(+5.0, 100.0)  # back to 10
+    assert table.get("a", 100.0) == 108.0  # level 2, no credit
+    assert table.get("b", 100.0) == 105.0  # level 5 (what it held), not 10
+    assert table.get("new", 100.0) == 105.0  # a full bucket held 5 before the growth
+    assert table.get("new", 106.0) == 106.0  # and refills to the new burst

@@ -224,6 +224,76 @@ async def test_reload_keeps_buckets_of_unchanged_shape_and_applies_new_rate() ->
     await limiter.close()
 
 
+async def admitted_now(limiter: LocalRateLimiter, op: Operation, count: int) -> int:
+    """How many of `count` requests at this instant go at once (max_wait 0)."""
+    admitted = 0
+    for _ in range(count):
+        try:
+            await limiter.acquire(op)
+        except RateLimited:
+            continue
+        admitted += 1
+    return admitted
+
+
+NO_WAIT = LimitPolicy(max_wait=0.0, max_queue=100)
+
+
+async def test_shrinking_a_rule_leaves_no_debt() -> None:
+    """The operator's incident case: 20 spent of 1000, then tightened to 1/s burst 1."""
+    wide = LimitRule("d", "ec2", rate=1000, burst=1000, operations=("DescribeInstances",))
+    limiter, clock, _ = make([wide], NO_WAIT)
+    assert await admitted_now(limiter, DESCRIBE, 20) == 20
+    tight = LimitRule("d", "ec2", rate=1, burst=1, operations=("DescribeInstances",))
+    limiter.update_rules([tight], NO_WAIT)
+    # The bucket had room for 980 > 1: it holds the new burst, and the next request goes.
+    assert await admitted_now(limiter, DESCRIBE, 3) == 1
+    clock.advance(1.0)
+    assert await admitted_now(limiter, DESCRIBE, 3) == 1  # then 1/s, never more
+    await limiter.close()
+
+
+async def test_shrinking_keeps_what_was_already_spent_below_the_new_burst() -> None:
+    rule = LimitRule("d", "ec2", rate=1, burst=10, operations=("DescribeInstances",))
+    limiter, _, _ = make([rule], NO_WAIT)
+    assert await admitted_now(limiter, DESCRIBE, 8) == 8  # 2 tokens left
+    smaller = LimitRule("d", "ec2", rate=1, burst=5, operations=("DescribeInstances",))
+    limiter.update_rules([smaller], NO_WAIT)
+    assert await admitted_now(limiter, DESCRIBE, 5) == 2  # level 2, capped at 5: still 2
+    await limiter.close()
+
+
+async def test_growing_a_rule_gives_no_credit_from_nothing() -> None:
+    rule = LimitRule("d", "ec2", rate=1, burst=2, operations=("DescribeInstances",))
+    limiter, clock, _ = make([rule], NO_WAIT)
+    assert await admitted_now(limiter, DESCRIBE, 2) == 2  # empty
+    bigger = LimitRule("d", "ec2", rate=10, burst=100, operations=("DescribeInstances",))
+    limiter.update_rules([bigger], NO_WAIT)
+    assert await admitted_now(limiter, DESCRIBE, 5) == 0  # still empty: no credit
+    clock.advance(0.5)
+    assert await admitted_now(limiter, DESCRIBE, 10) == 5  # refills at the new rate
+    # A budget never used (full at burst 2) holds 2, not 100, right after the growth.
+    other_region = DESCRIBE.for_budget("", "eu-west-1")
+    limiter.update_rules([rule], NO_WAIT)
+    limiter.update_rules([bigger], NO_WAIT)
+    assert await admitted_now(limiter, other_region, 10) == 2
+    await limiter.close()
+
+
+async def test_each_region_and_account_has_its_own_budget() -> None:
+    rule = LimitRule("d", "ec2", rate=1, burst=5, operations=("DescribeInstances",))
+    limiter, _, _ = make([rule], NO_WAIT)
+    east = DESCRIBE.for_budget("111122223333", "us-east-1")
+    west = DESCRIBE.for_budget("111122223333", "eu-west-1")
+    other = DESCRIBE.for_budget("444455556666", "us-east-1")
+    assert [await admitted_now(limiter, op, 8) for op in (east, west, other, east)] == [5, 5, 5, 0]
+    regional = LimitRule("r", "ec2", rate=1, burst=5, scope="region")
+    limiter.update_rules([regional], NO_WAIT)
+    # One budget per region, whatever the account.
+    assert [await admitted_now(limiter, op, 8) for op in (east, other, west)] == [5, 0, 5]
+    await limiter.close()
+
+
 async def test_adaptive_rule_slows_on_throttles_and_grows_back() -> None:
     rule = LimitRule("a", "ec2", rate=100, burst=10, adaptive=True)
     limiter, clock, metrics = make([rule])

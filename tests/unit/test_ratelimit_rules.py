@@ -89,12 +89,12 @@ def test_per_operation_buckets_are_bounded_by_known_operations() -> None:
     """A client-made name (up to 128 chars each) cannot mint buckets: they all share `other`."""
     rule = compile_rule(LimitRule("r", "ec2", 10, 10, per="operation"))
     made_up = {
-        rule.bucket_key(Operation("ec2", f"Invented{i:0>100}", protocol="ec2")) for i in range(200)
+        rule.per_key(Operation("ec2", f"Invented{i:0>100}", protocol="ec2")) for i in range(200)
     }
     assert made_up == {"other"}
-    assert rule.bucket_key(Operation("ec2", None, protocol="ec2")) == "other"
+    assert rule.per_key(Operation("ec2", None, protocol="ec2")) == "other"
     known = Operation("ec2", "DescribeInstances", protocol="ec2")
-    assert rule.bucket_key(known) == "DescribeInstances"
+    assert rule.per_key(known) == "DescribeInstances"
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_bucket_key_per_scope(per: str, expected: str) -> None:
     rule = compile_rule(LimitRule("r", "s3", 10, 10, per=per, prefix_depth=1))
     op = Operation("s3", "GetObject", bucket="photos", key="2024/cat.jpg", protocol="rest-xml")
     assert rule.covers(op)
-    assert rule.bucket_key(op) == expected
+    assert rule.per_key(op) == expected
 
 
 def test_defaults_hold_the_published_ec2_and_s3_limits() -> None:
@@ -171,13 +171,54 @@ def test_same_shape_ignores_rate_and_burst_only() -> None:
     assert not same_shape(rule, LimitRule("r", "s3", 10, 10, per="prefix", prefix_depth=2))
     assert not same_shape(rule, LimitRule("r", "s3", 10, 10, per="bucket"))
     assert not same_shape(rule, LimitRule("r", "s3", 10, 10, ("GetObject",), per="prefix"))
+    assert not same_shape(rule, LimitRule("r", "s3", 10, 10, per="prefix", scope="region"))
+
+
+@pytest.mark.parametrize(
+    ("scope", "keys"),
+    [
+        # AWS's way: one budget per account and region.
+        (
+            "account-region",
+            {"111122223333/us-east-1|", "111122223333/eu-west-1|", "444455556666/us-east-1|"},
+        ),
+        ("region", {"*/us-east-1|", "*/eu-west-1|"}),
+        ("global", {"*/*|"}),
+    ],
+)
+def test_bucket_keys_by_scope(scope: str, keys: set[str]) -> None:
+    rule = compile_rule(LimitRule("r", "ec2", 10, 10, scope=scope))
+    base = Operation("ec2", "DescribeInstances", protocol="ec2")
+    calls = [
+        base.for_budget("111122223333", "us-east-1"),
+        base.for_budget("111122223333", "eu-west-1"),
+        base.for_budget("444455556666", "us-east-1"),
+        base.for_budget("111122223333", "us-east-1"),
+    ]
+    assert {rule.bucket_key(op) for op in calls} == keys
+
+
+def test_per_key_follows_the_budget_key() -> None:
+    rule = compile_rule(LimitRule("r", "s3", 10, 10, per="prefix"))
+    op = Operation("s3", "GetObject", bucket="b", key="logs/x.gz").for_budget("acct", "us-west-2")
+    assert rule.bucket_key(op) == "acct/us-west-2|b/logs"
 
 
 def test_describe_rules_shows_what_check_config_prints() -> None:
     described = describe_rules(
         [
             LimitRule("a", "ec2", 100, 100, ("DescribeInstances",)),
-            LimitRule("b", "s3", 5, 5, per="prefix", prefix_depth=2, adaptive=True, shadow=True),
+            LimitRule(
+                "b",
+                "s3",
+                5,
+                5,
+                per="prefix",
+                prefix_depth=2,
+                adaptive=True,
+                shadow=True,
+                scope="global",
+            ),
         ]
     )
     assert described == [
@@ -188,6 +229,7 @@ def test_describe_rules_shows_what_check_config_prints() -> None:
             "rate": 100,
             "burst": 100,
             "per": "none",
+            "scope": "account-region",
         },
         {
             "name": "b",
@@ -196,6 +238,7 @@ def test_describe_rules_shows_what_check_config_prints() -> None:
             "rate": 5,
             "burst": 5,
             "per": "prefix",
+            "scope": "global",
             "prefix_depth": 2,
             "adaptive": True,
             "shadow": True,

@@ -1,0 +1,135 @@
+"""Budgets as AWS counts them, through a real proxy process and a recording fake upstream:
+one budget per region of an account, and limits tightened and loosened by SIGHUP under load
+never admit more than `burst + rate·t` of the rule in force, leave no debt and give no credit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from tests.fakes.aws_upstream import FakeAws
+from tests.servers import ProxyProcess, proxy_process
+
+EAST = "ec2.us-east-1.amazonaws.com"
+WEST = "ec2.eu-west-1.amazonaws.com"
+
+
+def _config(fake: FakeAws, rate: float, burst: float) -> dict[str, object]:
+    return {
+        "routes": [{"host": EAST, "upstream": fake.url}, {"host": WEST, "upstream": fake.url}],
+        "limits": [_rule(rate, burst)],
+        "limit_policy": {"max_wait": 0},
+        "retry": {"max_attempts": 1},
+    }
+
+
+def _rule(rate: float, burst: float) -> dict[str, object]:
+    return {
+        "name": "describe",
+        "service": "ec2",
+        "operations": ["DescribeInstances"],
+        "rate": rate,
+        "burst": burst,
+    }
+
+
+async def _describe(session: aiohttp.ClientSession, proxy: ProxyProcess, host: str) -> int:
+    async with session.get(
+        f"{proxy.url}/?Action=DescribeInstances&Version=2016-11-15", headers={"Host": host}
+    ) as answer:
+        await answer.read()
+        return answer.status
+
+
+async def _reload(
+    session: aiohttp.ClientSession, proxy: ProxyProcess, rate: float, burst: float
+) -> float:
+    """Rewrite the rule, SIGHUP, and wait (bounded) until the proxy runs it; returns when."""
+    full = yaml.safe_load(proxy.config_path.read_text())
+    full["limits"] = [_rule(rate, burst)]
+    proxy.config_path.write_text(yaml.safe_dump(full))
+    reloads = proxy.log_text().count('"reloaded"')
+    proxy.signal(signal.SIGHUP)
+    for _ in range(200):
+        if proxy.log_text().count('"reloaded"') > reloads:
+            return time.monotonic()
+        await asyncio.sleep(0.01)
+    raise AssertionError("the proxy never reloaded")
+
+
+def _most_in_window(times: list[float], window: float) -> int:
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] < t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def test_each_region_of_an_account_has_its_own_budget(
+    tmp_path: Path, fake_aws: FakeAws
+) -> None:
+    with proxy_process(tmp_path, _config(fake_aws, 5, 5)) as proxy:
+        async with aiohttp.ClientSession() as session:
+            east = [await _describe(session, proxy, EAST) for _ in range(8)]
+            west = [await _describe(session, proxy, WEST) for _ in range(8)]
+    # Rate 5, burst 5, well under a second: 5 per region, not 5 in all.
+    assert east.count(200) == 5, east
+    assert west.count(200) == 5, west
+    assert len(fake_aws.seen) == 10
+
+
+async def test_tighten_then_loosen_under_load(tmp_path: Path, fake_aws: FakeAws) -> None:
+    with proxy_process(tmp_path, _config(fake_aws, 1000, 1000)) as proxy:
+        async with aiohttp.ClientSession() as session:
+            # The operator's incident: 20 calls at 1000/s burst 1000, then tightened to 1/s.
+            assert [await _describe(session, proxy, EAST) for _ in range(20)] == [200] * 20
+            await _reload(session, proxy, 1, 1)
+            statuses = []
+            started = time.monotonic()
+            for _ in range(20):  # 20 calls over 1.5 s
+                statuses.append(await _describe(session, proxy, EAST))
+                await asyncio.sleep(0.075)
+            elapsed = time.monotonic() - started
+            # The bucket had room, so the first call after the shrink goes; no debt.
+            assert statuses[0] == 200, statuses
+            assert statuses.count(200) <= 1 + 1 * elapsed, statuses
+
+            # Under load from four clients, loosen to 20/s burst 10, then tighten to 5/s burst 3.
+            stop = asyncio.Event()
+
+            async def client() -> None:
+                while not stop.is_set():
+                    await _describe(session, proxy, EAST)
+                    await asyncio.sleep(0.01)
+
+            load = [asyncio.create_task(client()) for _ in range(4)]
+            try:
+                await asyncio.sleep(0.3)
+                loosened = await _reload(session, proxy, 20, 10)
+                await asyncio.sleep(1.0)
+                tightened = await _reload(session, proxy, 5, 3)
+                await asyncio.sleep(1.0)
+            finally:
+                stop.set()
+                await asyncio.gather(*load)
+            ended = time.monotonic()
+
+    arrived = sorted(seen.arrived for seen in fake_aws.seen)
+    grown = [t for t in arrived if loosened <= t < tightened]
+    shrunk = [t for t in arrived if tightened <= t < ended]
+    # The fake's clock is this process's (same loop): windows of the rule in force hold.
+    for window in (0.1, 0.25, 0.5):
+        assert _most_in_window(grown, window) <= 10 + 20 * window + 1, (window, grown)
+        assert _most_in_window(shrunk, window) <= 3 + 5 * window + 1, (window, shrunk)
+    # No credit from the growth: the bucket was empty under load, so the first 0.2 s admit
+    # what refills (20/s) plus the old burst at most, not the new burst of 10.
+    assert len([t for t in grown if t < loosened + 0.2]) <= 2 + 20 * 0.2 + 1, grown
+    # And the loosened rule really lets more through than the tightened one.
+    assert len(grown) > len(shrunk) > 0
