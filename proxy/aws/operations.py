@@ -27,6 +27,10 @@ _OPERATION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,127}$")
 _CBOR_PATH = re.compile(r"^/service/[^/]+/operation/([^/?]+)$")
 _NO_OPERATIONS: frozenset[str] = frozenset()
 _QUERY_PROTOCOLS = frozenset({"query", "ec2"})
+_NON_MUTATING = ("Describe", "List", "Get", "Search")
+_PAGINATION = frozenset({"MaxResults", "NextToken"})
+# `Filter.1.Name`, `InstanceId.1`, `Owner.1`: a list parameter narrows what is described.
+_LIST_PARAMETER = re.compile(r"^[A-Za-z]+\.\d+(?:\.|$)")
 
 
 def known_operations(service: str) -> frozenset[str]:
@@ -53,6 +57,9 @@ class Operation:
     # name while the account is not known) and the signing region. Set by `for_budget`.
     account: str = ""
     region: str = ""
+    # EC2 only: a Describe/List/Get/Search call with no filter, no ID list and no pagination
+    # (AWS counts those in a smaller bucket).
+    unfiltered: bool = False
 
     def for_budget(self, account: str, region: str) -> Operation:
         """This operation, spending the budget of `account` in `region`."""
@@ -102,7 +109,13 @@ def classify(
     if actions:
         protocol = "ec2" if "ec2" in facts.protocols else "query"
         name = _valid_name(actions[0]) if len(set(actions)) == 1 else None
-        return Operation(service, name, protocol=protocol)
+        unfiltered = (
+            protocol == "ec2"
+            and name is not None
+            and name.startswith(_NON_MUTATING)
+            and not _narrows(method, query, headers, body)
+        )
+        return Operation(service, name, protocol=protocol, unfiltered=unfiltered)
     return Operation(service, None, protocol=_rest_protocol(facts.protocols))
 
 
@@ -121,6 +134,29 @@ def error_protocol(
     return protocol
 
 
+def _narrows(method: str, query: str, headers: Mapping[str, str], body: bytes | None) -> bool:
+    """True when an EC2 call filters (`Filter.N`), names resources (any list parameter such as
+    `InstanceId.N`) or paginates (`MaxResults`, `NextToken`), in the query or a form body."""
+    names = _form_names(query)
+    if _form_body(method, headers, body):
+        assert body is not None
+        names += _form_names(body.decode("utf-8", errors="replace"))
+    return any(name in _PAGINATION or _LIST_PARAMETER.match(name) for name in names)
+
+
+def _form_names(form: str) -> list[str]:
+    return [unquote_plus(part.partition("=")[0]) for part in form.split("&") if part]
+
+
+def _form_body(method: str, headers: Mapping[str, str], body: bytes | None) -> bool:
+    return (
+        method == "POST"
+        and bool(body)
+        and len(body or b"") <= MAX_FORM_BODY
+        and headers.get("content-type", "").lower().startswith(_FORM_TYPE)
+    )
+
+
 def _valid_name(candidate: str) -> str | None:
     return candidate if _OPERATION_NAME.match(candidate) else None
 
@@ -131,13 +167,8 @@ def _actions(method: str, query: str, headers: Mapping[str, str], body: bytes | 
     More than one distinct value means we cannot tell which one AWS will act on.
     """
     found = _form_actions(query) if "Action" in query else []
-    if (
-        method == "POST"
-        and body
-        and len(body) <= MAX_FORM_BODY
-        and headers.get("content-type", "").lower().startswith(_FORM_TYPE)
-        and b"Action" in body
-    ):
+    if _form_body(method, headers, body) and b"Action" in (body or b""):
+        assert body is not None
         found += _form_actions(body.decode("utf-8", errors="replace"))
     return found
 

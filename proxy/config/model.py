@@ -86,6 +86,8 @@ class LimitRule:
     adaptive: bool = False
     shadow: bool = False
     scope: str = "account-region"
+    # EC2: True covers only unfiltered, unpaginated calls; False only the others; None both.
+    unfiltered: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -440,6 +442,7 @@ _LIMIT_KEYS = {
     "adaptive",
     "shadow",
     "scope",
+    "unfiltered",
 }
 
 
@@ -477,6 +480,9 @@ def limit_rule(raw: object, path: str) -> LimitRule:
         adaptive=cp.boolean(section.get("adaptive", False), f"{path}.adaptive"),
         shadow=cp.boolean(section.get("shadow", False), f"{path}.shadow"),
         scope=scope,
+        unfiltered=None
+        if section.get("unfiltered") is None
+        else cp.boolean(section["unfiltered"], f"{path}.unfiltered"),
     )
 
 

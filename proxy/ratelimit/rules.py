@@ -95,6 +95,9 @@ class CompiledRule:
         return self.rule.name
 
     def covers(self, op: Operation) -> bool:
+        unfiltered = self.rule.unfiltered
+        if unfiltered is not None and op.unfiltered != unfiltered:
+            return False
         return self.matcher.matches(op.name)
 
     def budget_key(self, op: Operation) -> str:
@@ -129,13 +132,14 @@ def compile_rule(rule: LimitRule) -> CompiledRule:
 
 def same_shape(a: LimitRule, b: LimitRule) -> bool:
     """True when bucket state of `a` stays meaningful for `b` (rate and burst may differ)."""
-    return (a.name, a.service, a.operations, a.per, a.prefix_depth, a.scope) == (
+    return (a.name, a.service, a.operations, a.per, a.prefix_depth, a.scope, a.unfiltered) == (
         b.name,
         b.service,
         b.operations,
         b.per,
         b.prefix_depth,
         b.scope,
+        b.unfiltered,
     )
 
 
@@ -183,6 +187,8 @@ def describe_rules(rules: Sequence[LimitRule]) -> list[dict[str, object]]:
         }
         if rule.per == "prefix":
             entry["prefix_depth"] = rule.prefix_depth
+        if rule.unfiltered is not None:
+            entry["unfiltered"] = rule.unfiltered
         if rule.adaptive:
             entry["adaptive"] = True
         if rule.shadow:

@@ -102,13 +102,23 @@ class RuleSet:
         for state in self.states:
             by_service.setdefault(state.compiled.rule.service, []).append(state)
         self._by_service = {service: tuple(group) for service, group in by_service.items()}
+        # Known operations repeat: their matching rules are worked out once (bounded by the
+        # services' models; a client-made name is matched every time, never stored).
+        self._memo: dict[tuple[str, str, bool], list[RuleState]] = {}
 
     def matching(self, op: Operation) -> list[RuleState]:
         """The rules covering `op`, in config order (empty list: not limited)."""
         group = self._by_service.get(op.service)
         if group is None:
             return []
-        return [state for state in group if state.compiled.covers(op)]
+        name = op.name
+        if name is None or op.label != name:
+            return [state for state in group if state.compiled.covers(op)]
+        key = (op.service, name, op.unfiltered)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = [state for state in group if state.compiled.covers(op)]
+        return found
 
 
 def build_ruleset(

@@ -133,3 +133,34 @@ async def test_tighten_then_loosen_under_load(tmp_path: Path, fake_aws: FakeAws)
     assert len([t for t in grown if t < loosened + 0.2]) <= 2 + 20 * 0.2 + 1, grown
     # And the loosened rule really lets more through than the tightened one.
     assert len(grown) > len(shrunk) > 0
+
+
+async def test_default_limits_count_unfiltered_describes_in_the_smaller_bucket(
+    tmp_path: Path, fake_aws: FakeAws
+) -> None:
+    config = {
+        "routes": [{"host": EAST, "upstream": fake_aws.url}],
+        "include_default_limits": True,
+        "limit_policy": {"max_wait": 0},
+        "retry": {"max_attempts": 1},
+    }
+    with proxy_process(tmp_path, config) as proxy:
+        async with aiohttp.ClientSession() as session:
+
+            async def describe(form: str) -> int:
+                async with session.post(
+                    f"{proxy.url}/",
+                    data=f"Action=DescribeInstances&Version=2016-11-15{form}",
+                    headers={"Host": EAST, "Content-Type": "application/x-www-form-urlencoded"},
+                ) as answer:
+                    await answer.read()
+                    return answer.status
+
+            unfiltered = await asyncio.gather(*(describe("") for _ in range(60)))
+            filtered = await asyncio.gather(
+                *(describe("&Filter.1.Name=instance-state-name") for _ in range(60))
+            )
+    # AWS's 50 / 10 bucket for the unfiltered, unpaginated call (a few refill meanwhile) ...
+    assert 50 <= unfiltered.count(200) <= 55, unfiltered
+    # ... and the standard 100 / 20 one for the filtered call, untouched by the first.
+    assert filtered.count(200) == 60, filtered

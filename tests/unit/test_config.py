@@ -361,7 +361,11 @@ BAD_CONFIGS: list[tuple[str, str]] = [
     (
         f"{LIMIT}, window: x}}\n",
         "limits[0].window: unknown key (known keys: adaptive, burst, name, operations, per, "
-        "prefix_depth, rate, scope, service, shadow)",
+        "prefix_depth, rate, scope, service, shadow, unfiltered)",
+    ),
+    (
+        f"{LIMIT}, unfiltered: maybe}}\n",
+        "limits[0].unfiltered: expected true or false, got str",
     ),
     (
         f"{LIMIT}, scope: account}}\n",

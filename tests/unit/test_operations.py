@@ -165,6 +165,39 @@ def test_query_protocol(
     assert (op.bucket, op.key) == (None, None)
 
 
+@pytest.mark.parametrize(
+    ("method", "query", "body", "unfiltered"),
+    [
+        ("GET", "Action=DescribeInstances&Version=2016-11-15", None, True),
+        ("POST", "", b"Action=DescribeInstances&Version=2016-11-15", True),
+        ("POST", "", b"Action=DescribeInstances&DryRun=true", True),
+        ("GET", "Action=DescribeInstances&Filter.1.Name=tag%3Aapp&Filter.1.Value.1=x", None, False),
+        ("POST", "", b"Action=DescribeInstances&Filter.1.Name=instance-state-name", False),
+        ("POST", "", b"Action=DescribeInstances&InstanceId.1=i-0123", False),
+        ("POST", "", b"Action=DescribeVolumes&VolumeId.1=vol-1", False),
+        ("GET", "Action=DescribeInstances&MaxResults=5", None, False),
+        ("POST", "", b"Action=DescribeSnapshots&NextToken=abc", False),
+        # The action in the query, the filter in the form body: still filtered.
+        ("POST", "Action=DescribeInstances", b"Filter.1.Name=vpc-id", False),
+        # Only non-mutating calls are counted this way; a mutating call never is.
+        ("POST", "", b"Action=RunInstances&MinCount=1", False),
+    ],
+)
+def test_ec2_unfiltered_unpaginated_calls_are_told_apart(
+    method: str, query: str, body: bytes | None, unfiltered: bool
+) -> None:
+    hdrs = headers(content_type=FORM) if body else NO_HEADERS
+    op = classify(method, EC2, "/", query, hdrs, body)
+    assert op.name is not None
+    assert op.unfiltered is unfiltered
+
+
+def test_only_ec2_calls_are_marked_unfiltered() -> None:
+    op = classify("POST", SQS, "/1/q", "", headers(content_type=FORM), b"Action=GetQueueUrl")
+    assert op.name == "GetQueueUrl"
+    assert op.unfiltered is False
+
+
 def test_form_body_needs_the_form_content_type() -> None:
     body = b"Action=RunInstances"
     op = classify("POST", EC2, "/", "", headers(content_type="application/json"), body)

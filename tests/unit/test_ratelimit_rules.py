@@ -124,20 +124,43 @@ def test_defaults_hold_the_published_ec2_and_s3_limits() -> None:
 
 
 @pytest.mark.parametrize(
-    ("operation", "rule"),
+    ("operation", "unfiltered", "rule", "shape"),
     [
-        ("DescribeInstances", "aws-ec2-non-mutating"),
-        ("GetConsoleOutput", "aws-ec2-non-mutating"),
-        ("StopInstances", "aws-ec2-mutating"),
-        ("RunInstances", "aws-ec2-run-instances"),
-        ("TerminateInstances", "aws-ec2-terminate-instances"),
-        ("CreateTags", "aws-ec2-create-tags"),
+        ("DescribeInstances", True, "aws-ec2-unfiltered-unpaginated", (50, 10)),
+        ("DescribeVolumes", True, "aws-ec2-unfiltered-unpaginated", (50, 10)),
+        ("DescribeInstances", False, "aws-ec2-non-mutating-filtered", (100, 20)),
+        ("DescribeVpcs", True, "aws-ec2-non-mutating", (100, 20)),
+        ("DescribeVpcs", False, "aws-ec2-non-mutating", (100, 20)),
+        ("GetConsoleOutput", False, "aws-ec2-non-mutating", (100, 20)),
+        ("StopInstances", False, "aws-ec2-mutating", (50, 5)),
+        ("AuthorizeSecurityGroupIngress", False, "aws-ec2-mutating", (50, 5)),
+        ("RunInstances", False, "aws-ec2-run-instances", (5, 2)),
+        ("TerminateInstances", False, "aws-ec2-terminate-instances", (100, 5)),
+        ("CreateTags", False, "aws-ec2-create-tags", (100, 10)),
+        ("CreateVpcEndpoint", False, "aws-ec2-bucket-4-refill-0_3", (4, 0.3)),
+        ("DescribeSpotFleetRequests", True, "aws-ec2-bucket-50-refill-3", (50, 3)),
     ],
 )
-def test_each_ec2_action_falls_in_exactly_one_default_bucket(operation: str, rule: str) -> None:
+def test_each_ec2_action_falls_in_exactly_one_default_bucket(
+    operation: str, unfiltered: bool, rule: str, shape: tuple[float, float]
+) -> None:
     rules = [compile_rule(r) for r in load_default_limits() if r.service == "ec2"]
-    covering = [r.name for r in rules if r.covers(Operation("ec2", operation, protocol="ec2"))]
-    assert covering == [rule]
+    op = Operation("ec2", operation, protocol="ec2", unfiltered=unfiltered)
+    covering = [r for r in rules if r.covers(op)]
+    assert [r.name for r in covering] == [rule]
+    assert (covering[0].rule.burst, covering[0].rule.rate) == shape
+    # AWS evaluates each API on its own bucket.
+    assert covering[0].rule.per == "operation" or covering[0].rule.operations == (operation,)
+
+
+def test_every_ec2_operation_has_exactly_one_default_bucket() -> None:
+    from proxy.aws.operations import known_operations
+
+    rules = [compile_rule(r) for r in load_default_limits() if r.service == "ec2"]
+    for name in sorted(known_operations("ec2")):
+        for unfiltered in (False, True):
+            op = Operation("ec2", name, protocol="ec2", unfiltered=unfiltered)
+            assert len([r for r in rules if r.covers(op)]) == 1, (name, unfiltered)
 
 
 def test_user_rule_with_a_default_name_replaces_it_in_place() -> None:
