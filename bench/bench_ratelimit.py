@@ -3,14 +3,18 @@
 Run: .venv/bin/python bench/bench_ratelimit.py            (about 60 s in all)
 
 1. A real proxy process (`python -m proxy run`) in front of a fast fake upstream. Rule: rate
-   100, burst 100 on DescribeInstances. 200 clients offer 1,000 DescribeInstances/s for 10 s
+   100, burst 100 on DescribeInstances, per account and region (the default scope). 200
+   clients offer 1,000 DescribeInstances/s for 10 s, half to us-east-1 and half to eu-west-1
    (each paced at 5/s; max_wait 0.5 s so excess is refused, not queued forever), while 10
-   clients send 50 DescribeVpcs/s (no rule). Printed: the worst excess of upstream arrivals over
-   burst + rate*t, the steady admitted rate, and DescribeVpcs latency against a baseline run
-   with no DescribeInstances traffic.
+   clients send 50 DescribeVpcs/s (no rule). Printed per region: the worst excess of upstream
+   arrivals over burst + rate*t and the steady admitted rate (each region has a budget of its
+   own); and DescribeVpcs latency against a baseline run with no DescribeInstances traffic.
 2. The limiter in-process (11,000 req/s is beyond one Python proxy process): two S3 prefixes
    under a per-prefix 5,500/s rule, each driven past its limit for 3 s; each prefix's rate.
 3. Memory: 1,000,000 distinct prefixes through the limiter, then idle; RSS and tracemalloc.
+4. Speed: req/s of one proxy process (one core, a rule that never binds, wrk -c32) with the
+   local limiter and with the same rule shared through a local redis-server, side by side
+   (bench/limiter_speed.py; `--no-speed` skips it).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from proxy.ratelimit import LocalRateLimiter
 from tests.fakes.clock import FakeClock
 
 EC2 = "ec2.us-east-1.amazonaws.com"
+EC2_WEST = "ec2.eu-west-1.amazonaws.com"
 RATE, BURST = 100.0, 100.0
 LOAD_SECONDS = 10.0
 CLIENTS, PER_CLIENT_RATE = 200, 5.0  # 1,000 offered requests/s
@@ -66,7 +71,7 @@ def proxy_process(upstream: str, workdir: Path) -> Iterator[str]:
         "listen": f"127.0.0.1:{port}",
         "admin_listen": f"127.0.0.1:{admin}",
         "log_level": "warning",
-        "routes": [{"host": EC2, "upstream": upstream}],
+        "routes": [{"host": EC2, "upstream": upstream}, {"host": EC2_WEST, "upstream": upstream}],
         "limits": [
             {
                 "name": "describe-instances",
@@ -126,6 +131,7 @@ async def paced_client(
     rate: float,
     until: float,
     out: list[tuple[float, float, int]],
+    host: str = EC2,
 ) -> None:
     """Send `action` at `rate`/s from `first` until `until`; record (sent, latency, status)."""
     next_at = first
@@ -135,7 +141,7 @@ async def paced_client(
             await asyncio.sleep(delay)
         sent = time.monotonic()
         async with session.get(
-            f"{url}/?Action={action}&Version=2016-11-15", headers={"Host": EC2}
+            f"{url}/?Action={action}&Version=2016-11-15", headers={"Host": host}
         ) as answer:
             await answer.read()
             out.append((sent, time.monotonic() - sent, answer.status))
@@ -164,6 +170,7 @@ async def _limited_load(url: str, start: float, until: float) -> list[tuple[floa
                     PER_CLIENT_RATE,
                     until,
                     out,
+                    EC2 if i % 2 == 0 else EC2_WEST,  # half the clients to each region
                 )
                 for i in range(CLIENTS)
             )
@@ -213,16 +220,13 @@ async def part_pacing(workdir: Path) -> None:
         with proxy_process(upstream.url, workdir) as url:
             _, baseline = await run_load(url, limited=False, seconds=4.0)
             upstream.arrivals.clear()
+            upstream.host_arrivals.clear()
             limited, free = await run_load(url, limited=True, seconds=LOAD_SECONDS)
     finally:
         await upstream.close()
     first_sent = min(s[0] for s in limited)
     last_sent = max(s[0] for s in limited)
     offered = len(limited) / (last_sent - first_sent)
-    arrivals = sorted(upstream.arrivals["DescribeInstances"])
-    excess = max(k - (BURST + RATE * (t - first_sent)) for k, t in enumerate(arrivals, start=1))
-    steady = [t for t in arrivals if first_sent + 2.0 <= t < first_sent + LOAD_SECONDS]
-    steady_rate = (len(steady) - 1) / (steady[-1] - steady[0])
     statuses = [s[2] for s in limited]
     print(
         f"offered DescribeInstances: {len(limited)} in {last_sent - first_sent:.2f} s "
@@ -232,14 +236,18 @@ async def part_pacing(workdir: Path) -> None:
         f"answered 200: {statuses.count(200)}, 503 rate-limited: {statuses.count(503)}, "
         f"other: {len(statuses) - statuses.count(200) - statuses.count(503)}"
     )
-    print(
-        f"reached upstream: {len(arrivals)}; max excess over burst + rate*t: {excess:+.2f} "
-        f"requests (<= 0 means never over)"
-    )
-    print(
-        f"steady admitted rate (t = 2 s .. 10 s): {steady_rate:.2f}/s "
-        f"({(steady_rate / RATE - 1) * 100:+.2f}% of {RATE:.0f}/s)"
-    )
+    for host in (EC2, EC2_WEST):
+        arrivals = sorted(upstream.host_arrivals[(host, "DescribeInstances")])
+        excess = max(k - (BURST + RATE * (t - first_sent)) for k, t in enumerate(arrivals, start=1))
+        steady = [t for t in arrivals if first_sent + 2.0 <= t < first_sent + LOAD_SECONDS]
+        steady_rate = (len(steady) - 1) / (steady[-1] - steady[0])
+        region = host.split(".")[1]
+        print(
+            f"{region}: reached upstream {len(arrivals)}; max excess over burst + rate*t: "
+            f"{excess:+.2f} requests (<= 0 means never over); steady admitted rate "
+            f"(t = 2 s .. 10 s): {steady_rate:.2f}/s ({(steady_rate / RATE - 1) * 100:+.2f}% "
+            f"of {RATE:.0f}/s)"
+        )
     print(f"DescribeVpcs (no rule) baseline, alone:        {latency_ms(baseline)}")
     print(f"DescribeVpcs (no rule) beside the limited load: {latency_ms(free)}")
 
@@ -337,12 +345,21 @@ async def part_memory() -> None:
     await fill_and_idle(100_000, trace=True)
 
 
+def part_speed() -> None:
+    print("== 4. req/s: local limiter against the same rule through redis-server ==")
+    from bench.limiter_speed import compare, report
+
+    report(compare())
+
+
 async def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as workdir:
         await part_pacing(Path(workdir))
     await part_prefixes()
     await part_memory()
+    if "--no-speed" not in sys.argv:
+        await asyncio.to_thread(part_speed)
     print(f"total {time.monotonic() - started:.1f} s")
 
 

@@ -31,11 +31,15 @@ def operation_of(request: web.BaseRequest) -> str:
 
 @dataclass
 class FakeUpstream:
-    """The running fake: its URL and `arrivals[operation]` (monotonic seconds)."""
+    """The running fake: its URL, `arrivals[operation]` and `host_arrivals[(host, operation)]`
+    (monotonic seconds)."""
 
     runner: web.BaseRunner
     port: int
     arrivals: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    host_arrivals: dict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
 
     @property
     def url(self) -> str:
@@ -48,9 +52,12 @@ class FakeUpstream:
 async def start_fake_upstream() -> FakeUpstream:
     """Listen on a free loopback port."""
     arrivals: dict[str, list[float]] = defaultdict(list)
+    host_arrivals: dict[tuple[str, str], list[float]] = defaultdict(list)
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        arrivals[operation_of(request)].append(time.monotonic())
+        now, operation = time.monotonic(), operation_of(request)
+        arrivals[operation].append(now)
+        host_arrivals[(request.headers.get("Host", ""), operation)].append(now)
         await request.read()
         return web.Response(body=_BODY, content_type="text/xml")
 
@@ -61,4 +68,4 @@ async def start_fake_upstream() -> FakeUpstream:
     server = site._server  # the asyncio server: the only way to learn a port-0 bind
     assert isinstance(server, asyncio.base_events.Server)
     port = int(server.sockets[0].getsockname()[1])
-    return FakeUpstream(runner, port, arrivals)
+    return FakeUpstream(runner, port, arrivals, host_arrivals)

@@ -64,6 +64,8 @@ log = get_logger("proxy.ratelimit.redis")
 
 _OVER_LIMIT_CAP = 10_000  # local over-limit entries before expired ones are cleared
 _NEVER = 2**62  # a refund's "slot moment" for a grant whose request never went
+_MAX_IN_FLIGHT = 2  # batch calls out at once; later asks gather behind them
+_TAG_CACHE = 4096  # budget hash tags remembered (accounts x regions)
 
 
 @dataclass(slots=True)
@@ -118,6 +120,8 @@ class RedisRateLimiter:
         # Asks waiting for this turn's batch, by budget slot tag (one group when not Cluster).
         self._pending: dict[str, list[_Ask]] = {}
         self._flush_scheduled = False
+        self._in_flight = 0
+        self._tags: dict[str, str] = {}
 
     @property
     def _refunds(self) -> set[asyncio.Task[None]]:
@@ -134,7 +138,7 @@ class RedisRateLimiter:
         enforcing = local.judge_shadows(matched, op, now)
         if not enforcing:
             return 0.0
-        tags = [hash_tag(self._prefix, state.compiled.budget_key(op)) for state in enforcing]
+        tags = [self._tag(state.compiled.budget_key(op)) for state in enforcing]
         keys = [
             bucket_redis_key(tag, state.name, state.compiled.per_key(op))
             for tag, state in zip(tags, enforcing, strict=True)
@@ -147,8 +151,11 @@ class RedisRateLimiter:
         max_wait = policy.max_wait if local.waiting < policy.max_queue else 0.0
         asks = self._asks(enforcing, tags, keys, round(max_wait * 1e6))
         try:
-            async with asyncio.timeout(self._config.timeout):
-                replies = await asyncio.gather(*(ask.reply for ask in asks))
+            # Each batch call is bounded by redis.timeout and always settles its asks.
+            if len(asks) == 1:
+                replies = [await asks[0].reply]
+            else:
+                replies = list(await asyncio.gather(*(ask.reply for ask in asks)))
         except (RedisError, OSError, TimeoutError) as error:
             self._errors.inc()
             self._down_until = now + self._retry_interval
@@ -176,39 +183,72 @@ class RedisRateLimiter:
     ) -> list[_Ask]:
         """One ask per slot group of the request (one ask unless Cluster and mixed scopes),
         queued for this turn's batch."""
+        intervals_us = [round(1e6 / state.rate) for state in enforcing]
+        if not self._config.cluster or len(enforcing) == 1:
+            # The common case: one ask for the whole request.
+            args = [str(max_wait_us)]
+            for state, interval_us in zip(enforcing, intervals_us, strict=True):
+                args += (str(interval_us), repr(state.shape.burst))
+            asks = [_Ask(keys, args, intervals_us)]
+            group = tags[0] if self._config.cluster else ""
+            self._pending.setdefault(group, []).append(asks[0])
+            self._schedule_flush()
+            return asks
         groups: dict[str, _Ask] = {}
-        for state, tag, key in zip(enforcing, tags, keys, strict=True):
-            group = tag if self._config.cluster else ""
-            ask = groups.get(group)
+        for state, tag, key, interval_us in zip(enforcing, tags, keys, intervals_us, strict=True):
+            ask = groups.get(tag)
             if ask is None:
-                ask = groups[group] = _Ask([], [str(max_wait_us)], [])
-            interval_us = round(1e6 / state.rate)
+                ask = groups[tag] = _Ask([], [str(max_wait_us)], [])
             ask.keys.append(key)
             ask.args += [str(interval_us), repr(state.shape.burst)]
             ask.intervals_us.append(interval_us)
-        for group, ask in groups.items():
-            self._pending.setdefault(group, []).append(ask)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        for tag, ask in groups.items():
+            self._pending.setdefault(tag, []).append(ask)
+        self._schedule_flush()
         return list(groups.values())
 
+    def _tag(self, budget: str) -> str:
+        tag = self._tags.get(budget)
+        if tag is None:
+            if len(self._tags) >= _TAG_CACHE:
+                self._tags.clear()
+            tag = self._tags[budget] = hash_tag(self._prefix, budget)
+        return tag
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._in_flight < _MAX_IN_FLIGHT:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
-        """Send every ask queued this turn: one script call per slot group."""
+        """Send every ask queued so far: one script call per slot group. With
+        `_MAX_IN_FLIGHT` calls already out, the asks wait for one of them to come back and go
+        out together then (bigger batches under load, at most one extra round trip)."""
         self._flush_scheduled = False
+        if not self._pending or self._in_flight >= _MAX_IN_FLIGHT:
+            return
         pending, self._pending = self._pending, {}
         for asks in pending.values():
+            self._in_flight += 1
             self._spawn(self._run_batch(asks))
 
     async def _run_batch(self, asks: list[_Ask]) -> None:
+        try:
+            await self._decide_batch(asks)
+        finally:
+            self._in_flight -= 1
+            if self._pending:
+                self._schedule_flush()
+
+    async def _decide_batch(self, asks: list[_Ask]) -> None:
         keys: list[str] = []
-        args: list[str] = [str(len(asks))]
+        specs: list[str] = []
         for ask in asks:
             keys += ask.keys
-            args += [str(len(ask.keys)), *ask.args]
+            specs.append(f"{len(ask.keys)},{','.join(ask.args)}")
         try:
             async with asyncio.timeout(self._config.timeout):
-                replies = await self._script(keys=keys, args=args)
+                answer = await self._script(keys=keys, args=[";".join(specs)])
         except (RedisError, OSError, TimeoutError) as error:
             for ask in asks:
                 if not ask.reply.done():
@@ -219,8 +259,9 @@ class RedisRateLimiter:
             for ask in asks:
                 ask.reply.cancel()
             raise
+        replies = answer.decode().split(";") if isinstance(answer, bytes) else answer.split(";")
         for ask, reply in zip(asks, replies, strict=True):
-            values = [int(value) for value in reply]
+            values = [int(value) for value in reply.split(",")]
             if not ask.reply.done():
                 ask.reply.set_result(values)
             elif values[0] == 1:

@@ -23,11 +23,12 @@ from __future__ import annotations
 FALLBACK_HASH_TAG = "throttle-proxy"
 
 # KEYS: every bucket of every request in the batch, request after request.
-# ARGV: the number of requests; per request its key count and max_wait_us, then per key the
-# rule's interval_us and burst (as strings, stored with the TAT to notice a reload).
-# Returns one reply per request: {admitted (1|0), wait_us, admit_at_us, own_wait_us per key,
-# then (when admitted) the TAT granted per key}, which a cancelled waiter needs to take its
-# grant back.
+# ARGV[1]: the requests, `;`-separated; each `count,max_wait_us,interval_us,burst,...` (one
+# interval and burst per key; stored with the TAT to notice a reload). One string in and one
+# out keep the client's encoding and parsing cost per request small.
+# Returns the replies, `;`-separated; each `admitted (1|0),wait_us,admit_at_us,own_wait_us per
+# key[,TAT granted per key when admitted]`, which a cancelled waiter needs to take its grant
+# back.
 GCRA_BATCH_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -50,42 +51,42 @@ local function read(key, interval, burst)
 end
 
 local replies = {}
-local k, a = 0, 2
-for r = 1, tonumber(ARGV[1]) do
-  local count, max_wait = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
+local k = 0
+for spec in string.gmatch(ARGV[1], '[^;]+') do
+  local f = {}
+  for field in string.gmatch(spec, '[^,]+') do f[#f + 1] = field end
+  local count, max_wait = tonumber(f[1]), tonumber(f[2])
   local admit = now
   local tats, own = {}, {}
   for i = 1, count do
-    local interval, burst = ARGV[a + 2 * i - 2], ARGV[a + 2 * i - 1]
+    local interval, burst = f[2 * i + 1], f[2 * i + 2]
     local tat = read(KEYS[k + i], interval, burst)
     tats[i] = tat
     local step = tonumber(interval)
     local allow = tat + step - tonumber(burst) * step
     if allow < now then allow = now end
-    own[i] = allow - now
+    own[i] = string.format('%d', allow - now)
     if allow > admit then admit = allow end
   end
   local wait = admit - now
-  local reply = {0, wait, admit}
-  for i = 1, count do reply[i + 3] = own[i] end
-  if wait <= max_wait then
+  local admitted = wait <= max_wait
+  local reply = {admitted and '1' or '0', string.format('%d', wait), string.format('%d', admit)}
+  for i = 1, count do reply[#reply + 1] = own[i] end
+  if admitted then
     for i = 1, count do
-      local interval, burst = ARGV[a + 2 * i - 2], ARGV[a + 2 * i - 1]
+      local interval, burst = f[2 * i + 1], f[2 * i + 2]
       local base = tats[i]
       if admit > base then base = admit end
-      local tat = math.floor(base + tonumber(interval))
-      local ttl = math.ceil((tat - now) / 1000) + 1000
-      redis.call('SET', KEYS[k + i], string.format('%d:%s:%s', tat, interval, burst), 'PX', ttl)
-      reply[count + 3 + i] = tat
+      local tat = string.format('%d', math.floor(base + tonumber(interval)))
+      local ttl = math.ceil((tonumber(tat) - now) / 1000) + 1000
+      redis.call('SET', KEYS[k + i], tat .. ':' .. interval .. ':' .. burst, 'PX', ttl)
+      reply[#reply + 1] = tat
     end
-    reply[1] = 1
   end
-  replies[r] = reply
+  replies[#replies + 1] = table.concat(reply, ',')
   k = k + count
-  a = a + 2 * count
 end
-return replies
+return table.concat(replies, ';')
 """
 
 # KEYS: the buckets one grant charged. ARGV: admit_at_us, then granted_tat_us and interval_us
