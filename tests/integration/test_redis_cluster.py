@@ -136,7 +136,9 @@ async def test_budgets_spread_over_the_cluster_and_hold_on_each_node(
             for account in many:
                 key = f"{{{prefix}:{account}/eu-west-1}}:describe:"
                 assert await client.get(key) is not None
-                owners.add(client.get_node_from_key(key).port)
+                node = client.get_node_from_key(key)
+                assert node is not None
+                owners.add(node.port)
         finally:
             await client.aclose()
         assert len(owners) >= 2, owners  # budgets live on more than one node
