@@ -15,11 +15,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from proxy.credentials.identities import DEFAULT_IDENTITY
 from proxy.faults.model import FaultRule
 from proxy.ratelimit.rules import OperationMatcher, operation_matcher
 
-# The identity requests sign as until routes name their own.
-DEFAULT_IDENTITY = "default"
 _COVERING_MEMO = 4096
 
 

@@ -19,6 +19,7 @@ from proxy.aws.errors import ErrorAnswer
 from proxy.aws.operations import Operation
 from proxy.aws.routing import Target
 from proxy.clock import Clock
+from proxy.credentials.identities import DEFAULT_IDENTITY
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from proxy.faults.answers import fault_answer
 from proxy.faults.model import FaultRule
@@ -86,7 +87,8 @@ class FaultInjector:
     def _decide(
         self, rules: Sequence[CompiledFault], op: Operation, target: Target
     ) -> FaultDecision:
-        scope = FaultScope(op.service, op.name, target.endpoint.region)
+        identity = DEFAULT_IDENTITY if target.identity is None else target.identity
+        scope = FaultScope(op.service, op.name, target.endpoint.region, identity)
         decision = self.faults.decide(rules, scope, self._clock.monotonic())
         for compiled in decision.fired:
             self._metrics.faults_injected_total.labels(compiled.name, compiled.rule.kind).inc()

@@ -55,12 +55,12 @@ class Rig:
     def sample(self, name: str, **labels: str) -> float:
         return self.server.metrics.registry.get_sample_value(name, labels) or 0.0
 
-    async def put_item(self) -> Answer:
+    async def put_item(self, host: str = DDB) -> Answer:
         async with self.session.post(
             f"{self.url}/",
             data=b'{"TableName":"t","Item":{"k":{"S":"v"}}}',
             headers={
-                "Host": DDB,
+                "Host": host,
                 "X-Amz-Target": "DynamoDB_20120810.PutItem",
                 "Content-Type": "application/x-amz-json-1.0",
             },
@@ -77,20 +77,31 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(extra: Mapping[str, Any]) -> AsyncIterator[Rig]:
+async def rig(
+    extra: Mapping[str, Any],
+    *,
+    identity_routes: Mapping[str, Mapping[str, str]] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Rig]:
+    """`identity_routes`: more routes to the fake, host -> the route's own `credentials`."""
     upstream = ScriptedUpstream()
     async with upstream.running() as upstream_url:
+        routes: list[dict[str, Any]] = [
+            {"host": host, "upstream": upstream_url} for host in (DDB, EC2)
+        ]
+        for host, credentials in (identity_routes or {}).items():
+            routes.append({"host": host, "upstream": upstream_url, "credentials": credentials})
         config = parse_config(
             {
                 "listen": "127.0.0.1:0",
                 "admin_listen": "127.0.0.1:0",
                 "log_level": "warning",
-                "routes": [{"host": host, "upstream": upstream_url} for host in (DDB, EC2)],
+                "routes": routes,
                 "upstream": {"connect_timeout": "1s", "read_timeout": "300ms"},
                 **extra,
             }
         )
-        server = ProxyServer(config, credentials=ExampleCredentials())
+        server = ProxyServer(config, credentials=ExampleCredentials(), env=env)
         addresses = await server.start()
         host, port = addresses.proxy
         admin_host, admin_port = addresses.admin

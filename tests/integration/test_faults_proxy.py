@@ -8,10 +8,12 @@ or never see them (`at: client`).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import aiohttp
 
 from tests.integration.fault_rig import FAULT_HEADER, THROTTLE_30, Rig, botocore_error_code, rig
+from tests.servers import EXAMPLE_KEY_ID, EXAMPLE_SECRET, clean_env
 
 NO_RETRIES = {"max_attempts": 1}
 FAST_RETRIES = {
@@ -152,3 +154,24 @@ async def test_reset_at_client_cuts_the_apps_connection() -> None:
         assert r.sample("throttle_proxy_faults_injected_total", rule="cut-app", kind="reset") == 1
         ok = await r.put_item()  # the proxy keeps serving everyone else
     assert ok.status == 200
+
+
+async def test_identity_narrows_a_rule_to_the_routes_that_sign_as_it(tmp_path: Path) -> None:
+    # A route of its own identity (a profile of the shared credentials file) beside the
+    # top-level one: a rule naming that identity fires on its route only.
+    (tmp_path / "credentials").write_text(
+        f"[batch]\naws_access_key_id = {EXAMPLE_KEY_ID}\naws_secret_access_key = {EXAMPLE_SECRET}\n"
+    )
+    batch_host = "dynamodb.eu-west-1.amazonaws.com"
+    rule = {"name": "batch-only", "service": "dynamodb", "identity": "batch", "every": 1}
+    async with rig(
+        {"faults": [{**rule, "kind": "throttle"}], "retry": {"max_attempts": 1}},
+        identity_routes={batch_host: {"name": "batch", "profile": "batch"}},
+        env=clean_env(tmp_path),
+    ) as r:
+        mine = await r.put_item()
+        batch = await r.put_item(batch_host)
+    assert (mine.status, FAULT_HEADER in mine.headers) == (200, False)
+    assert (batch.status, batch.headers.get(FAULT_HEADER)) == (400, "batch-only")
+    assert botocore_error_code(batch) == "ThrottlingException"
+    assert len(r.upstream.attempts) == 1  # the injected answer never reached the fake
