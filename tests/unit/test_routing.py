@@ -144,6 +144,25 @@ def test_an_exact_allow_entry_admits_an_unknown_service() -> None:
     assert target.endpoint.service == "newsvc"
 
 
+def test_an_owned_name_is_signed_for_only_when_listed_exactly() -> None:
+    api = "abc123.execute-api.us-east-1.amazonaws.com"
+    listed = router(allow_hosts=["*.amazonaws.com", api])
+    target = listed.resolve("GET", "/prod/items", api)
+    assert (target.endpoint.service, target.endpoint.region) == ("execute-api", "us-east-1")
+    # The wildcard beside it does not stretch to other APIs, nor does `*` alone.
+    for allow in (["*.amazonaws.com", api], ["*"], ["*.execute-api.us-east-1.amazonaws.com"]):
+        with pytest.raises(HostNotAllowed, match="its owner would receive the signed headers"):
+            router(allow_hosts=allow).resolve(
+                "GET", "/", "other.execute-api.us-east-1.amazonaws.com"
+            )
+
+
+def test_a_route_names_an_owned_host_without_the_grammar() -> None:
+    api = "abc123.execute-api.us-east-1.amazonaws.com"
+    routed = router(routes=[{"host": api, "upstream": "http://127.0.0.1:5055"}], allow_hosts=[])
+    assert routed.resolve("GET", "/", api).endpoint.service == "execute-api"
+
+
 def test_connect_is_refused() -> None:
     with pytest.raises(MethodNotAllowed, match="cannot be signed"):
         router().resolve("CONNECT", f"{EC2}:443", f"{EC2}:443")
