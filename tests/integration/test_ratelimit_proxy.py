@@ -74,14 +74,22 @@ async def test_limited_operation_is_paced_and_others_are_not(
                 arrivals(fake_aws, "DescribeInstances"),
                 arrivals(fake_aws, "DescribeVpcs"),
             )
-            # 25 requests, burst 5, 20/s: the last goes 1 s after the first; never more than
-            # burst + rate * window in any window.
-            assert paced[-1] - paced[0] == pytest.approx(1.0, abs=0.15)
+            # 25 requests, burst 5, 20/s: the last goes 1 s after the first at the earliest
+            # (a loaded machine may only add to that); never more than burst + rate * window
+            # in any window.
+            assert 0.95 <= paced[-1] - paced[0] < 1.6
             for window in (0.1, 0.25, 0.5):
                 assert most_in_window(paced, window) <= 5 + 20 * window + 1
-            assert unpaced[-1] - started < 0.5  # the unlimited operation was not held back
-            delayed = 'throttle_proxy_ratelimit_decisions_total{decision="delayed",rule="describe"}'
-            assert await metric(session, proxy, delayed) == 20
+            # The unlimited operation was not held back: all of it arrived while the limited
+            # one was still being paced.
+            assert unpaced[-1] < paced[-1] - 0.3
+            assert unpaced[-1] - started < 1.0
+            decisions = 'throttle_proxy_ratelimit_decisions_total{{decision="{}",rule="describe"}}'
+            delayed = await metric(session, proxy, decisions.format("delayed"))
+            allowed = await metric(session, proxy, decisions.format("allowed"))
+            # 20 wait when all 25 arrive at once; arrivals a loaded machine spreads out may
+            # find a refilled token instead.
+            assert (delayed + allowed, delayed >= 15) == (25, True)
 
 
 async def test_over_max_wait_answers_the_services_own_throttling_error(

@@ -81,10 +81,11 @@ async def test_queued_waits_come_from_the_shared_bucket(redis_server: RedisProce
         started = time.monotonic()
         waits = await asyncio.gather(*(r.acquire(DESCRIBE) for r in [a, b] * 10))
         elapsed = time.monotonic() - started
-        # 20 requests, burst 10, rate 20/s: the last goes about 0.5 s in.
+        # 20 requests, burst 10, rate 20/s: the last goes about 0.5 s in (less when a loaded
+        # machine spreads the arrivals, never more), so neither replica had its own bucket.
         assert sorted(waits)[9] == 0.0
-        assert max(waits) == pytest.approx(0.5, abs=0.06)
-        assert elapsed == pytest.approx(0.5, abs=0.2)
+        assert 0.3 <= max(waits) <= 0.56
+        assert 0.45 <= elapsed < 1.5
     finally:
         await a.close()
         await b.close()
