@@ -32,7 +32,8 @@ from proxy.front.guard import Front
 from proxy.front.listener import open_listener, raise_fd_limit
 from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics
-from proxy.pipeline.stages import PipelineParts, RequestPipeline
+from proxy.pipeline.context import PipelineParts
+from proxy.pipeline.stages import RequestPipeline
 from proxy.ratelimit import build_rate_limiter, effective_rules
 from proxy.report.recorder import RunRecorder
 from proxy.retry import AttemptRunner

@@ -6,8 +6,9 @@ Each stage is a function of the request context, run in the order of STAGES. A s
 refuses raises a ProxyError, which becomes the answer in the service's own format; record
 writes the one log line and the metrics whatever happened. The front (proxy.front) hands
 every request over as an Exchange (its own request object and response writer): nothing here
-knows sockets, parsers or frameworks. The context owns the upstream answer it holds and is
-the one place that releases it.
+knows sockets, parsers or frameworks. The context (pipeline.context) owns the upstream answer it
+holds and is the one place that releases it; an attempt's send is pipeline.send, the record
+pipeline.record.
 """
 
 from __future__ import annotations
@@ -17,23 +18,18 @@ import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
-from prometheus_client import Counter, Histogram
 
 from proxy.aws.errors import render_error
 from proxy.aws.headers import forwardable_request_headers, response_headers
-from proxy.aws.operations import Operation, classify, error_protocol
-from proxy.aws.routing import Router, Target
+from proxy.aws.operations import classify, error_protocol
 from proxy.aws.s3family import speaks_s3
-from proxy.bodies.client import ClientBody, declared_length, sha256_hex
-from proxy.bodies.intake import BodyLimits, read_body, refuse_before_continue
-from proxy.bodies.spool import SpoolArea
+from proxy.bodies.client import declared_length, sha256_hex
+from proxy.bodies.intake import read_body, refuse_before_continue
 from proxy.clock import Clock
-from proxy.config.model import Config
 from proxy.credentials.base import CredentialSource
-from proxy.credentials.identities import Identities, Identity
+from proxy.credentials.identities import Identities
 from proxy.errors import (
     BadRequest,
     ClientClosed,
@@ -46,14 +42,13 @@ from proxy.errors import (
 from proxy.faults.stage import FaultInjector
 from proxy.front.errors import client_error
 from proxy.front.exchange import Exchange
-from proxy.observability.logs import REQUEST_LOG_LEVELS, get_logger, write_request_line
-from proxy.observability.metrics import Metrics, status_class
-from proxy.ratelimit import RateLimiter
+from proxy.observability.logs import REQUEST_LOG_LEVELS, get_logger
+from proxy.observability.metrics import Metrics
+from proxy.pipeline.context import PipelineParts, RequestContext, Services
+from proxy.pipeline.record import RequestRecord
+from proxy.pipeline.send import send_once
 from proxy.report.recorder import RunRecorder
-from proxy.retry import AttemptRunner
-from proxy.signing.queryauth import presigned_send
-from proxy.signing.sigv4 import SigningKeyCache, sign
-from proxy.signing.streaming import streaming_upload
+from proxy.signing.sigv4 import SigningKeyCache
 from proxy.upstream.client import UpstreamClient, UpstreamResponse, stream_body
 
 log = get_logger("proxy.request")
@@ -63,71 +58,8 @@ ATTEMPTS_HEADER = "x-throttle-proxy-attempts"
 _REQUEST_ID_HEADERS = ("x-amzn-RequestId", "x-amz-request-id")
 # Refusals after which the connection may hold unread or unparsable bytes: not reused.
 _CLOSING_ERRORS = (BadRequest, PayloadTooLarge, HeaderTooLarge, ClientTimeout, VersionNotSupported)
-_EMPTY_BODY = ClientBody(b"", 0)
 _request_ids = itertools.count(1)
 _ID_PREFIX = os.urandom(4).hex()
-
-
-@dataclass(frozen=True)
-class PipelineParts:
-    """Everything the stages call that a reload may change; swapped whole on reload."""
-
-    config: Config
-    router: Router
-    limiter: RateLimiter
-    attempts: AttemptRunner
-    identities: Identities | None = None  # None: only the pipeline's own credentials
-
-
-@dataclass
-class Services:
-    """What the stages share for the proxy's whole life (built once at start)."""
-
-    credentials: CredentialSource
-    upstream: UpstreamClient
-    metrics: Metrics
-    clock: Clock
-    keys: SigningKeyCache
-    debug: bool
-    faults: FaultInjector
-    spool: SpoolArea | None = None
-    only_identity: Identities | None = None  # `credentials` alone, when parts name none
-
-    def body_limits(self, config: Config) -> BodyLimits:
-        """The body limits of `config`; one spool area (and disk budget) while its settings
-        stay the same across reloads."""
-        spool = self.spool
-        if spool is None or spool.settings != (config.spool_dir, config.spool_budget):
-            spool = self.spool = SpoolArea(config.spool_dir, config.spool_budget)
-        return BodyLimits(config.max_buffered_body, config.max_body, spool)
-
-
-@dataclass(slots=True, eq=False)
-class RequestContext:
-    """What one request carries through the stages, and learns on its way for the record."""
-
-    exchange: Exchange
-    parts: PipelineParts  # one config for the whole request, even across a reload
-    services: Services
-    request_id: str
-    started: float
-    target: Target | None = None
-    identity: Identity | None = None  # bound with the route: every attempt signs as it
-    body: ClientBody = _EMPTY_BODY
-    forwardable: list[tuple[str, str]] | None = None  # the client's headers that go upstream
-    operation: Operation | None = None
-    attempts: int = 0
-    waited: float = 0.0
-    status: int = 0
-    aws_request_id: str | None = None
-    error: str | None = None
-    upstream: UpstreamResponse | None = None  # the upstream answer held, released by record
-
-    def hold(self, response: UpstreamResponse | None) -> None:
-        """Keep `response` as the answer; the one held before goes back to the pool."""
-        held, self.upstream = self.upstream, response
-        if held is not None and held is not response:
-            held.release()
 
 
 Stage = Callable[[RequestContext], Awaitable[None]]
@@ -276,12 +208,12 @@ async def attempt_loop(ctx: RequestContext) -> None:
                 op,
                 target,
                 ctx.request_id,
-                lambda: _send_once(ctx, headers, payload_hash, deadline),
+                lambda: send_once(ctx, headers, payload_hash, deadline),
                 read_timeout=parts.config.upstream.read_timeout,
                 deadline=deadline,
             )
         else:
-            response = await _send_once(ctx, headers, payload_hash, deadline)
+            response = await send_once(ctx, headers, payload_hash, deadline)
         ctx.hold(response)
         return response
 
@@ -356,7 +288,6 @@ class RequestPipeline:
     ) -> None:
         self.parts = parts
         self.faults = faults or FaultInjector((), None, metrics, clock)
-        self.recorder = recorder
         self.services = Services(
             credentials,
             upstream,
@@ -369,8 +300,9 @@ class RequestPipeline:
         )
         self._metrics = metrics
         # At warning and above the per-request line is not written: skip building it too.
-        self._log_requests = parts.config.log_level in REQUEST_LOG_LEVELS
-        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._record = RequestRecord(
+            metrics, recorder, parts.config.log_level in REQUEST_LOG_LEVELS
+        )
 
     async def handle(self, exchange: Exchange) -> None:
         ctx = RequestContext(
@@ -430,98 +362,6 @@ class RequestPipeline:
         except ClientClosed:
             ctx.status = ClientClosed.status
 
-    def _record(self, ctx: RequestContext) -> None:
-        duration = time.perf_counter() - ctx.started
-        target, op = ctx.target, ctx.operation
-        service = target.endpoint.service if target else "unknown"
-        operation = op.label if op else "other"
-        key = (service, operation, status_class(ctx.status))
-        children = self._children.get(key)
-        if children is None:
-            # labels() takes a lock and validates every call: look each series up once (the
-            # labels are bounded, so this map is too).
-            children = (
-                self._metrics.requests_total.labels(*key),
-                self._metrics.request_duration_seconds.labels(service, operation),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(duration)
-        if self.recorder is not None:
-            refused = ctx.error == "rate-limited"
-            self.recorder.request(service, operation, ctx.status, duration, ctx.waited, refused)
-        if not self._log_requests:
-            return
-        write_request_line(
-            log,
-            {
-                "request_id": ctx.request_id,
-                "method": ctx.exchange.method,
-                "host": target.host_header if target else None,
-                "service": service,
-                "operation": op.name if op else None,
-                "status": ctx.status,
-                "duration_ms": round(duration * 1000, 2),
-                "attempts": ctx.attempts,
-                "waited_ms": round(ctx.waited * 1000, 2),
-                "aws_request_id": ctx.aws_request_id,
-                "error": ctx.error,
-            },
-        )
-
-
-async def _send_once(
-    ctx: RequestContext,
-    headers: list[tuple[str, str]],
-    payload_hash: str | None,
-    deadline: float,
-) -> UpstreamResponse:
-    services, method, target, body = ctx.services, ctx.exchange.method, ctx.target, ctx.body
-    assert target is not None
-    if target.presigned:
-        # Signed by the client in its query: sent as received, none of our credentials.
-        wire = presigned_send(target.host_header, target.path, target.query, headers, body)
-        if services.debug:
-            log.debug("upstream-attempt", target=wire.target, headers=dict(wire.headers))
-        return await services.upstream.send(
-            method, target.origin, wire.target, wire.headers, wire.body, deadline
-        )
-    # A fresh snapshot and signature for every attempt: a retry may cross a refresh.
-    assert ctx.identity is not None
-    creds = await ctx.identity.source.get()
-    now = services.clock.time()
-    if payload_hash is not None:
-        if body.spool is not None:
-            # Read from disk again for every attempt; the length is the file's.
-            headers = [*headers, ("Content-Length", str(body.length))]
-        signed = sign(target.to_sign(method, headers, payload_hash), creds, now, services.keys)
-        request_target = _request_target(signed.path, signed.query)
-        if services.debug:
-            # Header values go through the log redaction (Authorization, token, signature).
-            log.debug("upstream-attempt", target=request_target, headers=dict(signed.headers))
-        payload = body.data if body.spool is None else body.spool.pieces()
-        return await services.upstream.send(
-            method, target.origin, request_target, signed.headers, payload, deadline
-        )
-    upload = streaming_upload(
-        method=method,
-        target=target,
-        headers=headers,
-        body=body,
-        creds=creds,
-        now=now,
-        keys=services.keys,
-        unsigned_over_https=ctx.parts.config.unsigned_payload,
-    )
-    return await services.upstream.send(
-        method,
-        target.origin,
-        _request_target(upload.path, upload.query),
-        upload.headers,
-        upload.body,
-        deadline,
-    )
-
 
 def _error_protocol(ctx: RequestContext) -> str:
     """The wire protocol to answer an error in: the operation's, else the service's as far as
@@ -537,10 +377,6 @@ def _error_protocol(ctx: RequestContext) -> str:
         )
     except Exception:  # a refusal must not fail on its way out: plain text then
         return "plain"
-
-
-def _request_target(path: str, query: str) -> str:
-    return f"{path}?{query}" if query else path
 
 
 def _aws_request_id(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
