@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote_plus
 
 from proxy.aws.endpoints import CATALOG, Endpoint, service_prefix
@@ -63,14 +64,32 @@ class Operation:
 
     def for_budget(self, account: str, region: str) -> Operation:
         """This operation, spending the budget of `account` in `region`."""
-        return replace(self, account=account, region=region)
+        # Built field by field: dataclasses.replace looks the fields up again on every call,
+        # and this runs for every request.
+        return Operation(
+            self.service,
+            self.name,
+            self.bucket,
+            self.key,
+            self.protocol,
+            account,
+            region,
+            self.unfiltered,
+        )
 
     @property
     def label(self) -> str:
         """The name when the service really has that operation, else 'other': bounded."""
-        if self.name is not None and self.name in known_operations(self.service):
-            return self.name
-        return OTHER
+        return _label(self.service, self.name)
+
+
+@lru_cache(maxsize=4096)
+def _label(service: str, name: str | None) -> str:
+    # Asked several times per request (rules, metrics, the run report); names a client makes
+    # up only ever map to 'other', and the memo is bounded.
+    if name is not None and name in known_operations(service):
+        return name
+    return OTHER
 
 
 def classify(

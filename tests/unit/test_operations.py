@@ -680,3 +680,24 @@ def test_every_s3_relative_takes_s3s_operations_from_the_one_definition() -> Non
     # Outposts keeps its own control API's names too.
     assert "CreateEndpoint" in known_operations("s3-outposts")
     assert not speaks_s3("s3control")
+
+
+def test_for_budget_keeps_every_other_field() -> None:
+    # for_budget builds the copy field by field (speed): a field added later must be carried.
+    import dataclasses
+
+    from proxy.aws.operations import Operation
+
+    values = {
+        "service": "s3",
+        "name": "GetObject",
+        "bucket": "b",
+        "key": "k",
+        "protocol": "rest-xml",
+        "account": "old",
+        "region": "old",
+        "unfiltered": True,
+    }
+    assert set(values) == {f.name for f in dataclasses.fields(Operation)}
+    moved = Operation(**values).for_budget("123456789012", "eu-west-1")  # type: ignore[arg-type]
+    assert moved == Operation(**{**values, "account": "123456789012", "region": "eu-west-1"})  # type: ignore[arg-type]
