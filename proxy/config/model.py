@@ -487,16 +487,7 @@ def limit_rule(raw: object, path: str) -> LimitRule:
 
 
 def _limits(raw: object, path: str) -> tuple[LimitRule, ...]:
-    rules = cp.items(raw, path, limit_rule)
-    seen: dict[str, int] = {}
-    for index, rule in enumerate(rules):
-        if rule.name in seen:
-            raise ConfigError(
-                f"{path}[{index}].name",
-                f"duplicate rule name {cp.shown(rule.name)} (first at [{seen[rule.name]}])",
-            )
-        seen[rule.name] = index
-    return rules
+    return cp.named_items(raw, path, limit_rule)
 
 
 def _limit_policy(raw: object, path: str) -> LimitPolicy:

@@ -10,9 +10,17 @@ import math
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
 
 
 # No message quotes more of a value than fits a line; a reason is one line whatever it holds.
@@ -188,3 +196,18 @@ def items(value: object, path: str, parse: Callable[[Any, str], T]) -> tuple[T, 
     if not isinstance(value, list):
         raise ConfigError(path, f"expected a list, got {type_name(value)}")
     return tuple(parse(item, join(path, i)) for i, item in enumerate(value))
+
+
+def named_items(value: object, path: str, parse: Callable[[Any, str], N]) -> tuple[N, ...]:
+    """`items`, whose names must be unique: a name is what metrics, headers and the admin
+    API call a rule, so two rules of one name would be one."""
+    parsed = items(value, path, parse)
+    seen: dict[str, int] = {}
+    for index, item in enumerate(parsed):
+        if item.name in seen:
+            raise ConfigError(
+                join(path, index) + ".name",
+                f"duplicate rule name {shown(item.name)} (first at [{seen[item.name]}])",
+            )
+        seen[item.name] = index
+    return parsed

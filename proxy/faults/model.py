@@ -127,16 +127,7 @@ def _lower(value: str | None) -> str | None:
 
 def fault_rules(raw: object, path: str) -> tuple[FaultRule, ...]:
     """A list of rules with unique names (`faults:` in the config, `PUT /faults`)."""
-    rules = cp.items(raw, path, fault_rule)
-    seen: dict[str, int] = {}
-    for index, rule in enumerate(rules):
-        if rule.name in seen:
-            raise ConfigError(
-                f"{path}[{index}].name",
-                f"duplicate rule name {rule.name!r} (first at [{seen[rule.name]}])",
-            )
-        seen[rule.name] = index
-    return rules
+    return cp.named_items(raw, path, fault_rule)
 
 
 def fault_seed(raw: object, path: str) -> int | None:
