@@ -11,6 +11,7 @@ open signer would hand the pod's session token to anyone's host.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -25,6 +26,8 @@ from proxy.signing.sigv4 import SigningInput
 from proxy.upstream.http1 import Origin
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST_CHARACTERS = re.compile(r"[A-Za-z0-9_.:-]+")  # ':' only inside an IPv6 literal's brackets
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +121,34 @@ def split_host_port(authority: str) -> tuple[str, int | None]:
         if end < 0:
             raise BadRequest(f"malformed host {authority!r}")
         host, rest = authority[1:end], authority[end + 1 :]
-        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise BadRequest(f"malformed host {authority!r}")
+        port_text = rest[1:]
     else:
         host, _, port_text = authority.partition(":")
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not _ASCII_DIGITS.fullmatch(port_text) or not 0 < int(port_text) < 65536:
             raise BadRequest(f"malformed port in host {authority!r}")
         port: int | None = int(port_text)
     else:
         port = None
-    host = host.lower().rstrip(".")
-    if not host or any(c in host for c in " /\\@?#"):
+    # One trailing dot is the DNS root; the rest of the name must be what a DNS name or an IP
+    # literal may hold. Anything else (`@`, `%`, spaces, non-ASCII: `\u212a` lowercases to
+    # `k`) is refused rather than normalised into some other name.
+    if not _HOST_CHARACTERS.fullmatch(host):
+        raise BadRequest(f"malformed host {authority!r}")
+    host = host.lower().removesuffix(".")
+    if not host:
         raise BadRequest(f"malformed host {authority!r}")
     return host, port
+
+
+def single_host(values: Sequence[str]) -> str | None:
+    """The request's one Host header (None: none). Two are a 400 (RFC 9112 §3.2): which one a
+    check reads and which one a later hop obeys must never differ."""
+    if len(values) > 1:
+        raise BadRequest("more than one Host header")
+    return values[0] if values else None
 
 
 def _is_ip(host: str) -> bool:
@@ -203,8 +221,9 @@ class Router:
             authority, raw_path = host_header, raw_target
         else:
             raise BadRequest(f"unsupported request target {raw_target[:100]!r}")
-        path, _, raw_query = raw_path.partition("?")
-        path = path.split("#", 1)[0] or "/"
+        # A fragment is the client's own business (never sent, never signed, by anyone).
+        path, _, raw_query = raw_path.split("#", 1)[0].partition("?")
+        path = path or "/"
         query_auth = client_query_auth(raw_query)
         query, presigned = query_auth.query, query_auth.presigned
         decision = self._decide(authority)

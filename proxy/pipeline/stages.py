@@ -24,6 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.aws.errors import render_error
 from proxy.aws.headers import forwardable_request_headers, response_headers
 from proxy.aws.operations import classify, error_protocol
+from proxy.aws.routing import single_host
 from proxy.aws.s3family import speaks_s3
 from proxy.bodies.client import declared_length, sha256_hex
 from proxy.bodies.intake import read_body, refuse_before_continue
@@ -79,7 +80,7 @@ async def route(ctx: RequestContext) -> None:
     """Where it goes and whether it may go there (three ways in; CONNECT refused)."""
     exchange = ctx.exchange
     ctx.target = ctx.parts.router.resolve(
-        exchange.method, exchange.target, exchange.headers.get("Host")
+        exchange.method, exchange.target, single_host(exchange.headers.getall("Host", ()))
     )
     # From the same config snapshot as the route: a reload never re-binds a request.
     identities = ctx.parts.identities or ctx.services.only_identity

@@ -9,6 +9,7 @@ no record at all, i.e. no DNS lookup and no connection.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,5 +170,36 @@ async def test_owned_and_malformed_hosts_are_refused_before_any_lookup(
         async with session.get(target, proxy=proxy.url) as answer:
             assert answer.status == 403
     # The opener is where the proxy resolves and connects: it was never called.
+    assert _connected(record) == set()
+    assert fake_aws.seen == []
+
+
+# Host forms a hostile client sends so that what the proxy checks and what it connects to (or a
+# later hop obeys) differ: each is a 400 before any lookup or connection.
+MALFORMED_HEADS = [
+    b"Host: ec2.us-east-1.amazonaws.com\r\nHost: evil.example\r\n",  # two Host headers
+    b"Host: evil.example\r\nHost: ec2.us-east-1.amazonaws.com\r\n",
+    "Host: \u212ainesis.us-east-1.amazonaws.com\r\n".encode(),  # Kelvin sign lowercases to k
+    "Host: ec2.us-east-1.amazonaws.com:\u0668\u0660\r\n".encode(),  # non-ASCII digits
+    b"Host: ec2%2eus-east-1.amazonaws.com\r\n",
+    b"Host: user@ec2.us-east-1.amazonaws.com\r\n",
+    b"Host: [::1]x\r\n",
+]
+
+
+def _raw_status(proxy: ProxyProcess, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET /k HTTP/1.1\r\n" + head + b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_hosts_that_could_mean_two_names_are_bad_requests_before_any_lookup(
+    proxy: ProxyProcess, fake_aws: FakeAws, record: Path
+) -> None:
+    for head in MALFORMED_HEADS:
+        assert _raw_status(proxy, head) == b"HTTP/1.1 400 Bad Request", head
     assert _connected(record) == set()
     assert fake_aws.seen == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.aws.routing import Router, host_matches, split_host_port
+from proxy.aws.routing import Router, host_matches, single_host, split_host_port
 from proxy.config.model import ConfigError, parse_config
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
 from proxy.upstream.http1 import Origin
@@ -194,3 +194,37 @@ def test_forward_proxy_port_80_means_the_https_service() -> None:
     target = router().resolve("GET", f"http://{EC2}:80/?Action=X", None)
     assert target.origin == Origin("https", EC2, 443)
     assert target.host_header == EC2
+
+
+@pytest.mark.parametrize(
+    "authority",
+    [
+        "\u212ainesis.us-east-1.amazonaws.com",  # Kelvin sign: lower() makes it ASCII 'k'
+        "ec2.us-east-1.amazonaws.com:\u0668\u0660",  # Arabic-Indic digits: isdigit() is True
+        "ec2%2eus-east-1.amazonaws.com",
+        "ec2.us-east-1.amazonaws.com\tx",
+        "[::1]x",
+        ".",
+    ],
+)
+def test_hosts_that_would_normalise_into_another_name_are_bad_requests(authority: str) -> None:
+    with pytest.raises(BadRequest):
+        split_host_port(authority)
+
+
+def test_only_one_trailing_dot_is_the_dns_root() -> None:
+    assert split_host_port("ec2.us-east-1.amazonaws.com.")[0] == "ec2.us-east-1.amazonaws.com"
+    assert split_host_port("ec2.us-east-1.amazonaws.com..")[0] == "ec2.us-east-1.amazonaws.com."
+
+
+def test_a_fragment_is_neither_sent_nor_signed() -> None:
+    query = "X-Amz-Credential=AKIDEXAMPLE&X-Amz-Signature=abc#frag"
+    target = router().resolve("GET", f"/k?{query}", "my-bucket.s3.amazonaws.com")
+    assert (target.path, target.query, target.presigned) == ("/k", query.split("#")[0], True)
+
+
+def test_two_host_headers_are_a_bad_request() -> None:
+    assert single_host([EC2]) == EC2
+    assert single_host([]) is None
+    with pytest.raises(BadRequest, match="more than one Host header"):
+        single_host([EC2, "evil.example"])
