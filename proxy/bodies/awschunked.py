@@ -32,7 +32,8 @@ _STREAMING_PREFIX = "STREAMING-"
 # longer is not aws-chunked, and waiting for its end would let a client fill our memory.
 _MAX_LINE = 4096
 _MAX_TRAILER_LINES = 16
-_HEX_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+# Leading zeros are still hex (HTTP/1.1 chunk sizes allow them); past them, 16 digits at most.
+_HEX_SIZE = re.compile(rb"0*[0-9a-fA-F]{1,16}")
 _CRLF = b"\r\n"
 
 
@@ -213,13 +214,17 @@ async def _read_trailer(pieces: _Pieces, trailer: Trailer, checksum_name: str | 
 _FRAMING_HEADERS = frozenset({"x-amz-decoded-content-length", "x-amz-trailer", "content-length"})
 
 
-def plain_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+def plain_headers(
+    headers: Sequence[tuple[str, str]], checksum_name: str | None = None
+) -> list[tuple[str, str]]:
     """The client's headers for its decoded body: the aws-chunked token leaves Content-Encoding
-    (any other coding, e.g. gzip, is part of the object and stays), framing headers go."""
+    (any other coding, e.g. gzip, is part of the object and stays), framing headers go, and so
+    does a header copy of the announced trailer checksum (the trailer's value is the one sent:
+    S3 refuses a checksum given twice)."""
     kept: list[tuple[str, str]] = []
     for name, value in headers:
         lower = name.lower()
-        if lower in _FRAMING_HEADERS:
+        if lower in _FRAMING_HEADERS or lower == checksum_name:
             continue
         if lower == "content-encoding":
             others = [t for t in encoding_tokens(value) if t != "aws-chunked"]

@@ -92,7 +92,7 @@ async def read_aws_chunked(
     expected = decoded_length(headers.get("x-amz-decoded-content-length"))
     trailer = Trailer()
     decoded = decode_aws_chunked(_raw(source, length), expected, trailer, checksum)
-    upstream = plain_headers(forwardable)
+    upstream = plain_headers(forwardable, checksum)
     if expected is not None and expected > max_buffered:
         return ClientBody(
             None, expected, chunked=DecodedStream(decoded, trailer, checksum), headers=upstream

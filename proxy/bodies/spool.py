@@ -3,8 +3,9 @@
 SigV4 needs the body's SHA-256 before the first byte goes upstream, and a retry needs the body
 again: a DynamoDB BatchWriteItem near 16 MB or a 6 MB Lambda payload is both signed and
 replayable from disk this way while memory stays at `max_buffered_body`. One `SpoolArea` per
-process bounds the disk (`spool_budget`), and every file is removed when its request ends,
-whatever ended it (the caller closes the body in a `finally`). File I/O runs in a thread so
+process bounds the disk (`spool_budget`), and every file is closed when its request ends,
+whatever ended it (the caller closes the body in a `finally`); the files have no name, so not
+even a killed process leaves one behind. File I/O runs in a thread so
 the event loop keeps serving everyone else.
 """
 
@@ -91,7 +92,7 @@ class SpooledBody:
         if self._closed:
             return
         self._closed = True
-        self._file.close()  # a NamedTemporaryFile removes itself on close
+        self._file.close()  # an unnamed file: closing it frees its disk
         self._area.release(self._reserved)
 
 
@@ -106,7 +107,9 @@ async def spool_body(
     reserved = size_hint if size_hint is not None else len(prefix)
     area.reserve(reserved)
     try:
-        file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by SpooledBody.close)
+        # Unnamed (O_TMPFILE on Linux, else unlinked at once): no path in spool_dir that a
+        # killed or crashed process could leave behind; the disk is freed when the fd closes.
+        file = tempfile.TemporaryFile(  # noqa: SIM115 (closed by SpooledBody.close)
             prefix="throttle-proxy-body-", dir=area.directory
         )
     except BaseException:

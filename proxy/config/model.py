@@ -228,6 +228,10 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         raise ConfigError(
             "max_body", f"must be at least max_buffered_body ({max_buffered_body} bytes)"
         )
+    spool_budget = cp.size(top.get("spool_budget", defaults.spool_budget), "spool_budget")
+    if max_body > max_buffered_body and spool_budget < max_body:
+        # Else a body the budget could never hold gets 503 "try again" forever.
+        raise ConfigError("spool_budget", f"must be at least max_body ({max_body} bytes)")
     return Config(
         source=source,
         listen=cp.listen_address(top["listen"], "listen") if "listen" in top else defaults.listen,
@@ -254,7 +258,7 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         max_buffered_body=max_buffered_body,
         max_body=max_body,
         spool_dir=cp.optional_string(top.get("spool_dir"), "spool_dir"),
-        spool_budget=cp.size(top.get("spool_budget", defaults.spool_budget), "spool_budget"),
+        spool_budget=spool_budget,
         connections=_connections(top.get("connections"), "connections"),
         buffered_body_budget=cp.size(
             top.get("buffered_body_budget", defaults.buffered_body_budget),

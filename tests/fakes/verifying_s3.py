@@ -227,17 +227,18 @@ def decode_chunked(
 def _check_checksum(
     request: web.Request, trailer: dict[str, str], data: bytes
 ) -> tuple[str, str] | None:
-    found = {
-        name.lower(): value
+    # Every copy counts (the same header twice, or a header and a trailer): S3 takes one.
+    found = [
+        (name.lower(), value)
         for name, value in request.headers.items()
         if name.lower().startswith(_CHECKSUM_HEADER) and name.lower() != "x-amz-checksum-type"
-    }
-    found.update(trailer)
+    ]
+    found.extend(trailer.items())
     if len(found) > 1:
         raise Rejected(400, "InvalidRequest", f"more than one checksum: {sorted(found)}")
     if not found:
         return None
-    name, value = found.popitem()
+    name, value = found[0]
     algorithm = name.removeprefix(_CHECKSUM_HEADER)
     if checksum(algorithm, data) != value:
         raise Rejected(400, "BadDigest", f"{name} does not match the object")

@@ -116,6 +116,36 @@ def test_other_content_codings_stay(stack: Stack, size: int) -> None:
     assert (stored.data, stored.content_encoding) == (data, "gzip")
 
 
+@pytest.mark.parametrize("size", [1000, LARGE], ids=["small", "large"])
+def test_a_checksum_sent_as_header_and_trailer_reaches_s3_once(stack: Stack, size: int) -> None:
+    data = os.urandom(size)
+    mode = sdk_chunked.UNSIGNED_TRAILER
+    encoded = sdk_chunked.encode(data, mode, "crc32")
+    headers = sdk_chunked.headers(data, mode, "crc32", encoded)
+    headers["x-amz-checksum-crc32"] = checksum("crc32", data)
+    status, _, body = put(stack.proxy, f"twice-{size}", encoded, headers)
+    assert status == 200, (body, stack.s3.rejections[-1:])
+    assert stack.s3.objects[f"/bucket/twice-{size}"].checksum == ("crc32", checksum("crc32", data))
+
+
+@pytest.mark.parametrize("digits", ["0000", "0" * 40], ids=["four", "forty"])
+def test_chunk_sizes_with_leading_zeros_and_uppercase_hex_are_decoded(
+    stack: Stack, digits: str
+) -> None:
+    data = os.urandom(LARGE)
+    mode = sdk_chunked.UNSIGNED_TRAILER
+    framed = sdk_chunked.encode(data, mode, "crc32")
+    # Every chunk header line (`10000\r\n`, ..., `0\r\n`) padded and in upper case.
+    encoded = framed.replace(b"10000\r\n", digits.encode() + b"10000\r\n")
+    tail = f"{len(data) % 65536:x}\r\n".encode()
+    encoded = encoded.replace(tail, digits.encode() + tail.upper(), 1)
+    assert len(encoded) > len(framed) + 4 * len(digits)  # several chunk headers padded
+    headers = sdk_chunked.headers(data, mode, "crc32", encoded)
+    status, _, body = put(stack.proxy, f"zeros-{len(digits)}", encoded, headers)
+    assert status == 200, (body, stack.s3.rejections[-1:])
+    assert stack.s3.objects[f"/bucket/zeros-{len(digits)}"].data == data
+
+
 def test_a_wrong_client_checksum_is_left_for_s3_to_refuse(stack: Stack) -> None:
     data = os.urandom(2000)
     mode = sdk_chunked.UNSIGNED_TRAILER

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from proxy.app.server import ProxyServer
 from proxy.config.model import parse_config
 from proxy.credentials.base import Credentials
+from tests.fakes.open_files import open_files_under
 from tests.fakes.scripted_upstream import (
     SCRIPT_HEADER,
     ScriptedUpstream,
@@ -26,6 +29,7 @@ from tests.fakes.scripted_upstream import (
     signature_is_valid,
 )
 from tests.polling import eventually
+from tests.servers import proxy_process
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 DDB = "dynamodb.us-east-1.amazonaws.com"
@@ -47,8 +51,9 @@ class Rig:
     spool: Path
     session: aiohttp.ClientSession
 
-    def spooled_files(self) -> list[Path]:
-        return list(self.spool.glob("throttle-proxy-body-*"))
+    def spooled_files(self) -> list[str]:
+        """Spool files in use (open, nameless) or left behind (named) in the spool dir."""
+        return open_files_under(self.spool) + [str(path) for path in self.spool.iterdir()]
 
 
 @pytest.fixture
@@ -164,3 +169,31 @@ async def test_a_client_gone_mid_body_leaves_no_spool_file(rig: Rig) -> None:
     await writer.wait_closed()
     assert await eventually(lambda: rig.spooled_files() == [], 5)
     assert rig.upstream.attempts_of("gone") == []
+
+
+def test_a_killed_proxy_leaves_no_spool_file(tmp_path: Path) -> None:
+    """SIGKILL (an OOM kill, an eviction) runs no cleanup: the spool file must have no name in
+    spool_dir to begin with, or every such death leaves a body on disk that no budget counts."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    config = {
+        # Nothing listens upstream: the body never gets that far.
+        "routes": [{"host": "*.amazonaws.com", "upstream": "http://127.0.0.1:9"}],
+        "max_buffered_body": BUFFERED,
+        "max_body": MAX_BODY,
+        "spool_dir": str(spool),
+    }
+    with (
+        proxy_process(tmp_path, config) as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock,
+    ):
+        head = "".join(f"{k}: {v}\r\n" for k, v in ddb_headers("killed").items())
+        sock.sendall(f"POST / HTTP/1.1\r\n{head}Content-Length: {MAX_BODY}\r\n\r\n".encode())
+        sock.sendall(b"x" * (BUFFERED * 4))
+        deadline = time.monotonic() + 10
+        while not open_files_under(spool, proxy.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert open_files_under(spool, proxy.proc.pid)  # the body is being spooled
+        proxy.proc.kill()
+        proxy.proc.wait(10)
+    assert list(spool.iterdir()) == []

@@ -146,3 +146,16 @@ def test_decoded_length_must_be_digits() -> None:
     assert decoded_length(None) is None
     with pytest.raises(MalformedChunkedBody):
         decoded_length("-3")
+
+
+def test_a_header_copy_of_the_trailer_checksum_goes() -> None:
+    headers = [("x-amz-checksum-crc32", "AAAAAA=="), ("x-amz-checksum-sha1", "x")]
+    assert plain_headers(headers, "x-amz-checksum-crc32") == [("x-amz-checksum-sha1", "x")]
+
+
+async def test_leading_zeros_are_hex_but_seventeen_digits_are_not() -> None:
+    out, trailer = await decode(b"0" * 30 + GOOD, 11, CRC)
+    assert out == b"hello world"
+    assert CRC in trailer.fields
+    with pytest.raises(MalformedChunkedBody, match="is not hex"):
+        await decode(b"1" + b"0" * 16 + b"\r\n", None, None)

@@ -518,6 +518,10 @@ BAD_CONFIGS: list[tuple[str, str]] = [
         "max_body: must be at least max_buffered_body (1048576 bytes)",
     ),
     ("spool_budget: lots\n", "spool_budget: expected a size like 8MiB or a byte count, got 'lots'"),
+    (
+        "max_body: 32MiB\nspool_budget: 16MiB\n",
+        "spool_budget: must be at least max_body (33554432 bytes)",
+    ),
     ("spool_dir: 7\n", "spool_dir: expected a non-empty string, got int"),
     (
         "connections: {max_header_bytes: 1.5KiB}\n",

@@ -12,6 +12,7 @@ import pytest
 
 from proxy.bodies.spool import SPOOL_PIECE, SpoolArea, SpoolFull, spool_body
 from proxy.errors import PayloadTooLarge
+from tests.fakes.open_files import open_files_under
 
 
 async def pieces_of(data: bytes, size: int = 65536) -> AsyncIterator[bytes]:
@@ -19,8 +20,9 @@ async def pieces_of(data: bytes, size: int = 65536) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-def files(directory: Path) -> list[Path]:
-    return list(directory.glob("throttle-proxy-body-*"))
+def files(directory: Path) -> list[str]:
+    """Spool files still in use (open, nameless) or left behind (named) under `directory`."""
+    return open_files_under(directory) + [str(path) for path in directory.iterdir()]
 
 
 async def test_a_spooled_body_is_hashed_replayable_and_removed(tmp_path: Path) -> None:
@@ -29,6 +31,7 @@ async def test_a_spooled_body_is_hashed_replayable_and_removed(tmp_path: Path) -
     body = await spool_body(area, b"head", pieces_of(data), len(data) + 4, len(data) + 4)
     assert (body.length, body.sha256) == (len(data) + 4, hashlib.sha256(b"head" + data).hexdigest())
     assert len(files(tmp_path)) == 1
+    assert os.listdir(tmp_path) == []  # nameless: nothing a killed process could leave
     assert area.used == len(data) + 4
     for _ in range(2):  # one read per attempt
         assert b"".join([p async for p in body.pieces()]) == b"head" + data
