@@ -243,8 +243,13 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         region=cp.string(top.get("region", defaults.region), "region"),
         log_level=log_level,
         credentials=_credentials(top.get("credentials"), "credentials"),
-        allow_hosts=cp.string_list(
-            top.get("allow_hosts", list(DEFAULT_ALLOW_HOSTS)), "allow_hosts"
+        # Compared with the request's host as the router normalises it (lower case, no
+        # trailing dot): `My-Api.Example.com.` must not silently never match.
+        allow_hosts=tuple(
+            entry.lower().removesuffix(".")
+            for entry in cp.string_list(
+                top.get("allow_hosts", list(DEFAULT_ALLOW_HOSTS)), "allow_hosts"
+            )
         ),
         routes=_routes(top.get("routes"), "routes"),
         limits=_limits(top.get("limits"), "limits"),

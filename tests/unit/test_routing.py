@@ -228,3 +228,15 @@ def test_two_host_headers_are_a_bad_request() -> None:
     assert single_host([]) is None
     with pytest.raises(BadRequest, match="more than one Host header"):
         single_host([EC2, "evil.example"])
+
+
+def test_an_exact_allow_entry_is_compared_as_hosts_are_normalised() -> None:
+    listed = router(allow_hosts=["My-Api.Execute-Api.us-east-1.amazonaws.com."])
+    for sent in (
+        "my-api.execute-api.us-east-1.amazonaws.com",
+        "MY-API.execute-api.us-east-1.amazonaws.com.",
+    ):
+        assert (
+            listed.resolve("GET", "/", sent).origin.host
+            == "my-api.execute-api.us-east-1.amazonaws.com"
+        )
