@@ -160,8 +160,10 @@ def _s3_express_endpoint(labels: list[str]) -> bool:
 
 def _leading_label(labels: list[str], dual_stack_suffix: bool) -> bool:
     """One label in front of an endpoint AWS terminates for that label's owner."""
+    if len(labels) < 3:
+        return False  # `elb.amazonaws.com`: no label in front of anything
     head, *service, region = labels
-    if not service or not _is_region(region):
+    if not _is_region(region):
         return False
     if service in (["ddb"], ["search-ddb"]):
         # DynamoDB's account endpoints exist under both suffixes (botocore's endpoint rules).

@@ -110,6 +110,9 @@ REFUSED = [
     "ec2.notaregion.amazonaws.com",
     "nosuchservice.us-east-1.amazonaws.com",
     "evilamazonaws.com",
+    "elb.amazonaws.com",  # one unknown label before a suffix (was a 500 with a traceback)
+    "nosuchservice.amazonaws.com",
+    "nosuchservice.api.aws",
     "ec2.us-east-1.amazonaws.com.evil.example",
 ]
 

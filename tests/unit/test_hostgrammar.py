@@ -76,6 +76,8 @@ ADMITTED = [
 ]
 
 REFUSED = [
+    "elb.amazonaws.com",  # one label before a suffix: no endpoint (was a ValueError)
+    "nosuchservice.api.aws",
     "attacker-api.execute-api.us-east-1.amazonaws.com",
     "attacker.execute-api.eu-west-1.api.aws",
     "whatever.ec2.us-east-1.amazonaws.com",
