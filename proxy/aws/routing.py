@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 from proxy.aws.endpoints import Endpoint, endpoint_for_host, is_known_prefix
 from proxy.aws.hostgrammar import aws_operated
-from proxy.config.model import Config, ConfigError, Route
+from proxy.config.model import Config, ConfigError
+from proxy.config.routes import Route
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
 from proxy.signing.queryauth import client_query_auth
 from proxy.signing.sigv4 import SigningInput

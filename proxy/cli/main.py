@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import yaml
 
 from proxy import __version__
-from proxy.config.model import Config, ConfigError, load_config, summary
+from proxy.config.model import Config, ConfigError, load_config
+from proxy.config.summary import summary
 from proxy.observability.logs import LOG_LEVELS
 
 EXIT_CONFIG = 2

@@ -6,20 +6,19 @@ names the file and the key path (`proxy.yaml: limits[2].rate: expected a number,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.config import readers as cp
 from proxy.config.guards import load_yaml_file
 from proxy.config.readers import ConfigError
+from proxy.config.routes import Route, parse_routes
 from proxy.faults.model import FaultRule, fault_rules, fault_seed
 from proxy.observability.logs import LOG_LEVELS
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_config", "summary"]
+__all__ = ["Config", "ConfigError", "load_config", "parse_config"]
 
 DEFAULT_ALLOW_HOSTS = ("*.amazonaws.com", "*.amazonaws.com.cn", "*.api.aws")
 LIMIT_SCOPES = ("none", "operation", "bucket", "prefix")
@@ -36,42 +35,6 @@ class CredentialsConfig:
     advisory_refresh: float = 15 * 60.0
     mandatory_refresh: float = 10 * 60.0
     process_timeout: float = 30.0
-
-
-@dataclass(frozen=True)
-class RouteCredentials:
-    """A route's own identity: a role assumed from a source, or a named profile's chain."""
-
-    name: str
-    role_arn: str | None = None
-    external_id: str | None = None
-    role_session_name: str = "throttle-proxy"
-    duration_seconds: int | None = None
-    source_profile: str | None = None  # the role's source; None: the top-level chain
-    profile: str | None = None  # instead of role_arn: this profile's own credentials
-
-
-@dataclass(frozen=True)
-class Route:
-    upstream: str
-    host: str | None = None
-    path_prefix: str | None = None
-    service: str | None = None
-    region: str | None = None
-    credentials: RouteCredentials | None = None
-
-    @property
-    def identity(self) -> str | None:
-        """The name of the route's own identity (None: the top-level chain)."""
-        return self.credentials.name if self.credentials is not None else None
-
-    @property
-    def upstream_scheme(self) -> str:
-        return urlsplit(self.upstream).scheme
-
-    @property
-    def upstream_host(self) -> str:
-        return urlsplit(self.upstream).hostname or ""
 
 
 @dataclass(frozen=True)
@@ -251,7 +214,7 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
                 top.get("allow_hosts", list(DEFAULT_ALLOW_HOSTS)), "allow_hosts"
             )
         ),
-        routes=_routes(top.get("routes"), "routes"),
+        routes=parse_routes(top.get("routes"), "routes"),
         limits=_limits(top.get("limits"), "limits"),
         include_default_limits=cp.boolean(
             top.get("include_default_limits", False), "include_default_limits"
@@ -327,116 +290,6 @@ def _credentials(raw: object, path: str) -> CredentialsConfig:
         process_timeout=cp.duration(
             section.get("process_timeout", d.process_timeout), f"{path}.process_timeout", False
         ),
-    )
-
-
-def _route(raw: object, path: str) -> Route:
-    section = cp.mapping(raw, path)
-    cp.reject_unknown(
-        section, {"host", "path_prefix", "upstream", "service", "region", "credentials"}, path
-    )
-    host = cp.optional_string(section.get("host"), f"{path}.host")
-    prefix = cp.optional_string(section.get("path_prefix"), f"{path}.path_prefix")
-    if (host is None) == (prefix is None):
-        raise ConfigError(path, "needs exactly one of host or path_prefix")
-    if prefix is not None and not prefix.startswith("/"):
-        raise ConfigError(f"{path}.path_prefix", "must start with /")
-    if "upstream" not in section:
-        raise ConfigError(f"{path}.upstream", "is required")
-    upstream = cp.string(section["upstream"], f"{path}.upstream")
-    parts = urlsplit(upstream)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{path}.upstream", f"expected an http(s) URL, got {cp.shown(upstream)}")
-    try:
-        parts.port  # noqa: B018 - urlsplit checks the port only when asked
-    except ValueError:
-        raise ConfigError(f"{path}.upstream", f"invalid port in {cp.shown(upstream)}") from None
-    if parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"{path}.upstream", "must be scheme://host[:port] with no path")
-    return Route(
-        upstream=upstream.rstrip("/"),
-        host=host.lower() if host else None,
-        path_prefix=prefix,
-        service=cp.optional_string(section.get("service"), f"{path}.service"),
-        region=cp.optional_string(section.get("region"), f"{path}.region"),
-        credentials=route_credentials(section.get("credentials"), f"{path}.credentials"),
-    )
-
-
-def _routes(raw: object, path: str) -> tuple[Route, ...]:
-    """The routes; routes naming one identity must describe it the same way."""
-    routes = cp.items(raw, path, _route)
-    seen: dict[str, tuple[int, RouteCredentials]] = {}
-    for index, route in enumerate(routes):
-        creds = route.credentials
-        if creds is None:
-            continue
-        first = seen.setdefault(creds.name, (index, creds))
-        if first[1] != creds:
-            raise ConfigError(
-                f"{path}[{index}].credentials.name",
-                f"identity {creds.name!r} is described differently at {path}[{first[0]}]",
-            )
-    return routes
-
-
-_ROUTE_CREDENTIAL_KEYS = {
-    "name",
-    "role_arn",
-    "external_id",
-    "role_session_name",
-    "duration_seconds",
-    "source_profile",
-    "profile",
-}
-_IDENTITY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
-
-
-def route_credentials(raw: object, path: str) -> RouteCredentials | None:
-    """A route's `credentials`: `role_arn` (+ `source_profile`, external id, session name,
-    duration) or `profile`; `name` is what /readyz, metrics and whoami call it."""
-    if raw is None:
-        return None
-    section = cp.mapping(raw, path)
-    cp.reject_unknown(section, _ROUTE_CREDENTIAL_KEYS, path)
-    role_arn = cp.optional_string(section.get("role_arn"), f"{path}.role_arn")
-    profile = cp.optional_string(section.get("profile"), f"{path}.profile")
-    if (role_arn is None) == (profile is None):
-        raise ConfigError(path, "needs exactly one of role_arn or profile")
-    if role_arn is not None and not _ROLE_ARN.match(role_arn):
-        raise ConfigError(
-            f"{path}.role_arn",
-            f"expected arn:aws:iam::<12-digit account>:role/<name>, got {role_arn!r}",
-        )
-    if profile is not None:
-        for only_with_role in (
-            "source_profile",
-            "external_id",
-            "role_session_name",
-            "duration_seconds",
-        ):
-            if only_with_role in section:
-                raise ConfigError(f"{path}.{only_with_role}", "goes with role_arn, not profile")
-    default_name = role_arn.rsplit("/", 1)[1] if role_arn is not None else profile
-    name = cp.string(section.get("name", default_name), f"{path}.name")
-    if not _IDENTITY_NAME.match(name):
-        raise ConfigError(f"{path}.name", f"expected letters, digits, '_', '.', '-', got {name!r}")
-    if name == "default":
-        raise ConfigError(f"{path}.name", "'default' is the top-level credentials' name")
-    duration = section.get("duration_seconds")
-    return RouteCredentials(
-        name=name,
-        role_arn=role_arn,
-        external_id=cp.optional_string(section.get("external_id"), f"{path}.external_id"),
-        role_session_name=cp.string(
-            section.get("role_session_name", "throttle-proxy"), f"{path}.role_session_name"
-        ),
-        duration_seconds=None
-        if duration is None
-        else cp.integer(duration, f"{path}.duration_seconds", 900),
-        source_profile=cp.optional_string(section.get("source_profile"), f"{path}.source_profile"),
-        profile=profile,
     )
 
 
@@ -618,36 +471,3 @@ def _upstream(raw: object, path: str) -> UpstreamConfig:
         verify_tls=cp.boolean(section.get("verify_tls", d.verify_tls), f"{path}.verify_tls"),
         ca_bundle=cp.optional_string(section.get("ca_bundle"), f"{path}.ca_bundle"),
     )
-
-
-def summary(config: Config) -> dict[str, Any]:
-    """What check-config prints: the effective settings, no secrets (there are none here)."""
-    return {
-        "listen": f"{config.listen[0]}:{config.listen[1]}",
-        "admin_listen": f"{config.admin_listen[0]}:{config.admin_listen[1]}",
-        "region": config.region,
-        "allow_hosts": list(config.allow_hosts),
-        "routes": [_route_summary(r) for r in config.routes],
-        "limits": len(config.limits),
-        "redis": _masked_url(config.redis.url) if config.redis else None,
-        "retry": {
-            "max_attempts": config.retry.max_attempts,
-            "quota": config.retry.quota,
-        },
-    }
-
-
-def _route_summary(route: Route) -> dict[str, Any]:
-    shown = {k: v for k, v in vars(route).items() if v is not None and k != "credentials"}
-    if route.credentials is not None:
-        shown["credentials"] = {k: v for k, v in vars(route.credentials).items() if v is not None}
-    return shown
-
-
-def _masked_url(url: str) -> str:
-    """A Redis URL with its password (if any) hidden."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
-    return parts._replace(netloc=netloc).geturl()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from proxy.config.model import RouteCredentials
+from proxy.config.routes import RouteCredentials
 from proxy.credentials.base import Credentials, CredentialSource
 
 DEFAULT_IDENTITY = "default"

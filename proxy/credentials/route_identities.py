@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import aiohttp
 
 from proxy.clock import Clock
-from proxy.config.model import Config, RouteCredentials
+from proxy.config.model import Config
+from proxy.config.routes import RouteCredentials
 from proxy.credentials.base import Credentials, CredentialSource
 from proxy.credentials.chain import CredentialChain, build_chain
 from proxy.credentials.identities import DEFAULT_IDENTITY, Identities, Identity, account_of_arn

@@ -19,12 +19,12 @@ from proxy.config.model import (
     LimitPolicy,
     LimitRule,
     RetryConfig,
-    Route,
     UpstreamConfig,
     load_config,
     parse_config,
-    summary,
 )
+from proxy.config.routes import Route
+from proxy.config.summary import summary
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
