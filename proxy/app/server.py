@@ -25,7 +25,7 @@ from proxy.aws.routing import Router
 from proxy.clock import Clock, SystemClock
 from proxy.config.model import Config, ConfigError, load_config
 from proxy.credentials.base import CredentialSource
-from proxy.credentials.route_identities import IdentityKeeper
+from proxy.credentials.route_identities import IdentityKeeper, IdentitySources
 from proxy.faults.stage import FaultInjector
 from proxy.front.exchange import Exchange
 from proxy.front.guard import Front
@@ -284,7 +284,10 @@ class ProxyServer:
 
         env = dict(os.environ if self._env is None else self._env)
         sts = build_sts_client(self.config, env, self.upstream.session, self.clock)
-        return IdentityKeeper(default, sts, self.upstream.session, self.metrics, self.clock, env)
+        sources = IdentitySources(
+            default, sts, self.upstream.session, self.metrics, self.clock, env
+        )
+        return IdentityKeeper(sources)
 
     async def drain(self, grace: float | None = None) -> None:
         """Stop accepting, fail /readyz, let in-flight requests finish up to the grace time."""

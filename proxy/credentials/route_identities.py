@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -74,23 +75,29 @@ def route_identity_settings(config: Config) -> dict[str, RouteCredentials]:
     return found
 
 
+@dataclass(frozen=True)
+class IdentitySources:
+    """What every route identity is built from: the top-level chain (a role's default
+    source), the proxy's STS client and HTTP session, its metrics, clock and start-up env."""
+
+    default: CredentialSource
+    sts: StsClient
+    session: aiohttp.ClientSession
+    metrics: Metrics
+    clock: Clock
+    env: Mapping[str, str]
+
+
 def build_route_identity(
-    settings: RouteCredentials,
-    config: Config,
-    *,
-    default: CredentialSource,
-    sts: StsClient,
-    session: aiohttp.ClientSession,
-    metrics: Metrics,
-    clock: Clock,
-    env: Mapping[str, str],
+    settings: RouteCredentials, config: Config, sources: IdentitySources
 ) -> Identity:
     """One route identity, not started yet."""
+    sts, session, clock, env = sources.sts, sources.session, sources.clock, sources.env
     if settings.profile is not None:
         chain = build_chain(config.credentials, env, sts, session, clock, profile=settings.profile)
         role_arn = None
     else:
-        source: CredentialSource | CredentialChain = default
+        source: CredentialSource | CredentialChain = sources.default
         source_name = f"identity {DEFAULT_IDENTITY}"
         if settings.source_profile is not None:
             source = build_chain(
@@ -100,7 +107,7 @@ def build_route_identity(
         chain = CredentialChain([RouteRoleProvider(settings, sts, source, source_name)])
         role_arn = settings.role_arn
     refreshing = RefreshingCredentials(
-        chain, clock, metrics, config.credentials, identity=settings.name
+        chain, clock, sources.metrics, config.credentials, identity=settings.name
     )
     account = account_of_arn(role_arn) if role_arn is not None else None
     return Identity(
@@ -109,37 +116,20 @@ def build_route_identity(
 
 
 def build_identities(
-    config: Config,
-    *,
-    default: CredentialSource,
-    sts: StsClient,
-    session: aiohttp.ClientSession,
-    metrics: Metrics,
-    clock: Clock,
-    env: Mapping[str, str],
-    keep: Identities | None = None,
+    config: Config, sources: IdentitySources, keep: Identities | None = None
 ) -> tuple[Identities, list[Identity]]:
     """The identities of `config`; those of `keep` with unchanged settings are reused (their
     credentials and refresh state survive a reload). Also returns the ones newly built, which
     the caller starts."""
     kept = {identity.name: identity for identity in keep} if keep is not None else {}
-    identities = {DEFAULT_IDENTITY: Identity(DEFAULT_IDENTITY, default)}
+    identities = {DEFAULT_IDENTITY: Identity(DEFAULT_IDENTITY, sources.default)}
     built: list[Identity] = []
     for name, settings in route_identity_settings(config).items():
         previous = kept.get(name)
         if previous is not None and previous.settings == settings:
             identities[name] = previous
             continue
-        identity = build_route_identity(
-            settings,
-            config,
-            default=default,
-            sts=sts,
-            session=session,
-            metrics=metrics,
-            clock=clock,
-            env=env,
-        )
+        identity = build_route_identity(settings, config, sources)
         identities[name] = identity
         built.append(identity)
     return Identities(identities), built
@@ -150,37 +140,15 @@ class IdentityKeeper:
     keeps unchanged ones, and closes removed ones once requests already bound to them had
     time to finish (`grace`)."""
 
-    def __init__(
-        self,
-        default: CredentialSource,
-        sts: StsClient,
-        session: aiohttp.ClientSession,
-        metrics: Metrics,
-        clock: Clock,
-        env: Mapping[str, str],
-    ) -> None:
-        self._default = default
-        self._sts = sts
-        self._session = session
-        self._metrics = metrics
-        self._clock = clock
-        self._env = env
-        self.identities = Identities.single(default)
+    def __init__(self, sources: IdentitySources) -> None:
+        self._sources = sources
+        self.identities = Identities.single(sources.default)
         self._retiring: set[asyncio.Task[None]] = set()
 
     def apply(self, config: Config, grace: float = 0.0) -> Identities:
         """Make `config`'s identities current; returns them (for the new pipeline parts)."""
         previous = self.identities
-        current, built = build_identities(
-            config,
-            default=self._default,
-            sts=self._sts,
-            session=self._session,
-            metrics=self._metrics,
-            clock=self._clock,
-            env=self._env,
-            keep=previous,
-        )
+        current, built = build_identities(config, self._sources, keep=previous)
         loop = asyncio.get_running_loop()
         for identity in built:
             # Loads at once in the background; a request before that joins the same load.

@@ -10,7 +10,11 @@ import aiohttp
 from proxy.clock import Clock
 from proxy.config.model import Config
 from proxy.credentials.base import Credentials
-from proxy.credentials.route_identities import build_route_identity, route_identity_settings
+from proxy.credentials.route_identities import (
+    IdentitySources,
+    build_route_identity,
+    route_identity_settings,
+)
 from proxy.credentials.setup import build_credential_source, build_sts_client
 from proxy.credentials.sts import CallerIdentity, StsClient
 from proxy.credentials.timestamps import format_expiration
@@ -80,18 +84,10 @@ async def whoami(
     try:
         credentials = await source.get()
         routes = []
+        sources = IdentitySources(source, sts, session, Metrics(), clock, env)
         for settings in route_identity_settings(config).values():
             # Each route identity as the proxy builds it: its role assumed from the default.
-            route = build_route_identity(
-                settings,
-                config,
-                default=source,
-                sts=sts,
-                session=session,
-                metrics=Metrics(),
-                clock=clock,
-                env=env,
-            )
+            route = build_route_identity(settings, config, sources)
             route_credentials = await route.source.get()
             routes.append(await _ask(settings.name, route_credentials, sts, clock))
     finally:

@@ -82,3 +82,12 @@ class RawHttpServer:
             pass
         finally:
             writer.close()
+
+
+class SettableReplyServer(RawHttpServer):
+    """Answers every request with `reply`, which a test may change at any time (a plain
+    200 "ok" until it does)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda _head: self.reply)
+        self.reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fakes.raw_http import RawHttpServer
+from tests.fakes.raw_http import SettableReplyServer
 from tests.polling import eventually
 from tests.servers import ProxyProcess, proxy_process
 
@@ -20,24 +20,16 @@ EC2 = "ec2.us-east-1.amazonaws.com"
 S3 = "s3.us-east-1.amazonaws.com"
 
 
-class RawUpstream(RawHttpServer):
-    """The upstream of these tests: answers with `reply`, which each test sets."""
-
-    def __init__(self) -> None:
-        super().__init__(lambda _head: self.reply)
-        self.reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
 @pytest.fixture
-async def upstream() -> AsyncIterator[RawUpstream]:
-    raw = RawUpstream()
+async def upstream() -> AsyncIterator[SettableReplyServer]:
+    raw = SettableReplyServer()
     await raw.start()
     yield raw
     await raw.close()
 
 
 @pytest.fixture
-def proxy(tmp_path: Path, upstream: RawUpstream) -> Iterator[ProxyProcess]:
+def proxy(tmp_path: Path, upstream: SettableReplyServer) -> Iterator[ProxyProcess]:
     config = {
         "routes": [
             {"host": EC2, "upstream": upstream.url},
@@ -77,7 +69,7 @@ async def test_expect_100_continue_is_answered_before_the_body(proxy: ProxyProce
 
 
 async def test_max_total_time_bounds_an_attempt_in_flight(
-    proxy: ProxyProcess, upstream: RawUpstream
+    proxy: ProxyProcess, upstream: SettableReplyServer
 ) -> None:
     upstream.delay = 3.0
     started = time.monotonic()
@@ -91,7 +83,7 @@ async def test_max_total_time_bounds_an_attempt_in_flight(
 
 
 async def test_retries_wait_for_a_rate_limit_token(
-    proxy: ProxyProcess, upstream: RawUpstream
+    proxy: ProxyProcess, upstream: SettableReplyServer
 ) -> None:
     upstream.reply = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
     async with (
@@ -146,7 +138,7 @@ async def test_client_gone_mid_body_is_counted_as_the_client(proxy: ProxyProcess
 
 
 async def test_upstream_dying_mid_body_cuts_the_client_and_is_logged(
-    proxy: ProxyProcess, upstream: RawUpstream
+    proxy: ProxyProcess, upstream: SettableReplyServer
 ) -> None:
     body_start = b"x" * 70_000
     upstream.reply = (
@@ -180,7 +172,7 @@ async def test_an_oversized_body_is_refused_before_100_continue(proxy: ProxyProc
 
 
 async def test_broken_chunked_framing_mid_answer_cuts_without_a_second_response(
-    proxy: ProxyProcess, upstream: RawUpstream
+    proxy: ProxyProcess, upstream: SettableReplyServer
 ) -> None:
     upstream.reply = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"

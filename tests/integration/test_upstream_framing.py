@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fakes.raw_http import RawHttpServer
+from tests.fakes.raw_http import SettableReplyServer
 from tests.polling import eventually
 from tests.servers import ProxyProcess, proxy_process
 
@@ -50,24 +50,16 @@ MALFORMED: dict[str, bytes] = {
 }
 
 
-class RawUpstream(RawHttpServer):
-    """Answers with `reply`, which each test sets."""
-
-    def __init__(self) -> None:
-        super().__init__(lambda _head: self.reply)
-        self.reply = GOOD
-
-
 @pytest.fixture
-async def upstream() -> AsyncIterator[RawUpstream]:
-    raw = RawUpstream()
+async def upstream() -> AsyncIterator[SettableReplyServer]:
+    raw = SettableReplyServer()
     await raw.start()
     yield raw
     await raw.close()
 
 
 @pytest.fixture
-def proxy(tmp_path: Path, upstream: RawUpstream) -> Iterator[ProxyProcess]:
+def proxy(tmp_path: Path, upstream: SettableReplyServer) -> Iterator[ProxyProcess]:
     config = {
         "routes": [
             {"host": EC2, "upstream": upstream.url},
@@ -85,7 +77,7 @@ def request_lines(proxy: ProxyProcess) -> list[dict[str, object]]:
 
 
 async def test_malformed_answers_get_502_upstream_bad_response_and_are_not_retried(
-    proxy: ProxyProcess, upstream: RawUpstream
+    proxy: ProxyProcess, upstream: SettableReplyServer
 ) -> None:
     async with aiohttp.ClientSession() as session:
         for name, reply in MALFORMED.items():
@@ -116,7 +108,7 @@ async def test_malformed_answers_get_502_upstream_bad_response_and_are_not_retri
 
 
 async def test_a_bare_lf_header_never_reaches_the_client_even_on_a_streamed_answer(
-    proxy: ProxyProcess, upstream: RawUpstream
+    proxy: ProxyProcess, upstream: SettableReplyServer
 ) -> None:
     # A large (streamed, not preloaded) answer takes the other path back: same refusal.
     upstream.reply = (
@@ -136,7 +128,7 @@ async def test_a_bare_lf_header_never_reaches_the_client_even_on_a_streamed_answ
 
 
 async def test_an_upstream_cut_after_the_head_is_a_cut_client_and_a_recorded_failure(
-    proxy: ProxyProcess, upstream: RawUpstream
+    proxy: ProxyProcess, upstream: SettableReplyServer
 ) -> None:
     upstream.reply = (
         b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n" + b"x" * 70_000
@@ -168,7 +160,7 @@ async def test_an_upstream_cut_after_the_head_is_a_cut_client_and_a_recorded_fai
 
 
 async def test_a_chunked_answer_goes_back_with_no_stale_length(
-    proxy: ProxyProcess, upstream: RawUpstream
+    proxy: ProxyProcess, upstream: SettableReplyServer
 ) -> None:
     upstream.reply = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
