@@ -68,6 +68,7 @@ class RedisConfig:
     timeout: float = 0.25
     fail_open: bool = True
     cluster: bool = False
+    lease_interval: float = 0.05  # slices of rate x this many seconds (0: no slices)
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,8 @@ def _redis(raw: object, path: str) -> RedisConfig | None:
     if raw is None:
         return None
     section = cp.mapping(raw, path)
-    cp.reject_unknown(section, {"url", "key_prefix", "timeout", "fail_open", "cluster"}, path)
+    known = {"url", "key_prefix", "timeout", "fail_open", "cluster", "lease_interval"}
+    cp.reject_unknown(section, known, path)
     if "url" not in section:
         raise ConfigError(f"{path}.url", "is required")
     url = cp.string(section["url"], f"{path}.url")
@@ -402,6 +404,9 @@ def _redis(raw: object, path: str) -> RedisConfig | None:
         timeout=cp.duration(section.get("timeout", d.timeout), f"{path}.timeout", False),
         fail_open=cp.boolean(section.get("fail_open", d.fail_open), f"{path}.fail_open"),
         cluster=cluster,
+        lease_interval=cp.duration(
+            section.get("lease_interval", d.lease_interval), f"{path}.lease_interval", True
+        ),
     )
 
 

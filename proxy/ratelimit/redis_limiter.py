@@ -19,6 +19,11 @@ the one this grant set. A bucket where a later request was already granted a slo
 charge, as the local limiter does; so does every bucket when Redis cannot be reached, and
 a request cancelled while its script was still running (its grant is not known here).
 
+Most requests need no round trip at all: each replica leases slices of a bucket's spare
+room (proxy.ratelimit.lease) and admits from them in memory, refilling in the background;
+in any window a bucket admits at most `burst + rate*t + replicas * slice`. A request that
+would wait, or whose slice is empty, is decided by Redis as below.
+
 Requests share round trips: what the requests of one event-loop turn ask of Redis goes out
 as one script call (per budget slot on Cluster), which decides them one after another, each
 atomically over all its buckets, exactly as one call per request would. Calls of successive
@@ -51,9 +56,11 @@ from proxy.config.model import LimitPolicy, LimitRule, RedisConfig
 from proxy.errors import RateLimited
 from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics
+from proxy.ratelimit.lease import LeaseBook, lease_size
 from proxy.ratelimit.local import LocalRateLimiter, Sleep
 from proxy.ratelimit.redis_scripts import (
     GCRA_BATCH_SCRIPT,
+    LEASE_SCRIPT,
     REFUND_SCRIPT,
     bucket_redis_key,
     hash_tag,
@@ -113,6 +120,8 @@ class RedisRateLimiter:
         self._client: Any = _client(config)
         self._script = self._client.register_script(GCRA_BATCH_SCRIPT)
         self._refund_script = self._client.register_script(REFUND_SCRIPT)
+        self._lease_script = self._client.register_script(LEASE_SCRIPT)
+        self._leases = LeaseBook()
         self._prefix = config.key_prefix
         self._down_until = 0.0
         self._over_limit: dict[str, float] = {}
@@ -143,6 +152,9 @@ class RedisRateLimiter:
             bucket_redis_key(tag, state.name, state.compiled.per_key(op))
             for tag, state in zip(tags, enforcing, strict=True)
         ]
+        if self._config.lease_interval > 0 and self._spend_slices(enforcing, tags, keys, now):
+            local.count_admitted(enforcing, [0.0] * len(enforcing), now)
+            return 0.0
         self._refuse_if_known_over(enforcing, keys, now)
         if now < self._down_until:
             return self._without_redis(enforcing, now)
@@ -175,6 +187,46 @@ class RedisRateLimiter:
             self._give_back(asks, replies, never_sent=False)
             raise
         return verdict.wait
+
+    # -- leased slices (see proxy.ratelimit.lease) -------------------------------------------
+
+    def _spend_slices(
+        self, enforcing: list[RuleState], tags: list[str], keys: list[str], now: float
+    ) -> bool:
+        """Admit from this replica's slices when every bucket has a token in one; refill the
+        slices running low in the background. False: the request goes to Redis."""
+        interval = self._config.lease_interval
+        sizes: list[int] = []
+        for state in enforcing:
+            if state.waiting:
+                return False  # requests queue for this rule: newcomers go behind them
+            size = lease_size(state.rate, state.shape.burst, interval)
+            if not size:
+                return False
+            sizes.append(size)
+        leases = self._leases
+        spent = leases.take(keys, now)
+        if now >= self._down_until:
+            for state, key, size in zip(enforcing, keys, sizes, strict=True):
+                wanted = leases.ask(key, size, now)
+                if wanted:
+                    self._spawn(self._refill(leases, state, key, wanted, now))
+        return spent
+
+    async def _refill(
+        self, leases: LeaseBook, state: RuleState, key: str, wanted: int, asked_at: float
+    ) -> None:
+        args = [str(round(1e6 / state.rate)), repr(state.shape.burst), str(wanted)]
+        try:
+            async with asyncio.timeout(self._config.timeout):
+                got = int(await self._lease_script(keys=[key], args=args))
+        except (RedisError, OSError, TimeoutError) as error:
+            self._errors.inc()
+            self._down_until = max(self._down_until, asked_at + self._retry_interval)
+            log.warning("redis-limiter-unavailable", error=type(error).__name__)
+            leases.failed(key, asked_at, self._retry_interval)
+            return
+        leases.granted(key, wanted, got, asked_at, state.rate)
 
     # -- batching ---------------------------------------------------------------------------
 
@@ -348,6 +400,8 @@ class RedisRateLimiter:
 
     def observe_throttle(self, op: Operation) -> None:
         self._local.observe_throttle(op)
+        if any(state.adaptive is not None for state in self._local.rules.matching(op)):
+            self._leases = LeaseBook()  # slow down now, not after the slices are spent
 
     def observe_success(self, op: Operation) -> None:
         self._local.observe_success(op)
@@ -357,6 +411,8 @@ class RedisRateLimiter:
         proxy.ratelimit.redis_scripts); what was refused under the old rules is forgotten."""
         self._local.update_rules(rules, policy)
         self._over_limit.clear()
+        # Unspent slices are dropped, never spent: they were charged under the old rule.
+        self._leases = LeaseBook()
 
     async def close(self) -> None:
         """Stop the sweeper, let refunds in flight land (each bounded by the timeout), and

@@ -22,14 +22,8 @@ from __future__ import annotations
 # Used when `key_prefix` has nothing left to make a hash tag of (empty or only braces).
 FALLBACK_HASH_TAG = "throttle-proxy"
 
-# KEYS: every bucket of every request in the batch, request after request.
-# ARGV[1]: the requests, `;`-separated; each `count,max_wait_us,interval_us,burst,...` (one
-# interval and burst per key; stored with the TAT to notice a reload). One string in and one
-# out keep the client's encoding and parsing cost per request small.
-# Returns the replies, `;`-separated; each `admitted (1|0),wait_us,admit_at_us,own_wait_us per
-# key[,TAT granted per key when admitted]`, which a cancelled waiter needs to take its grant
-# back.
-GCRA_BATCH_SCRIPT = """
+# The clock and a bucket's TAT as of now, rescaled when the rule's shape changed (see above).
+_READ_BUCKET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
@@ -49,7 +43,18 @@ local function read(key, interval, burst)
   if spent <= 0 then return now end
   return math.floor(now + spent * tonumber(interval))
 end
+"""
 
+# KEYS: every bucket of every request in the batch, request after request.
+# ARGV[1]: the requests, `;`-separated; each `count,max_wait_us,interval_us,burst,...` (one
+# interval and burst per key; stored with the TAT to notice a reload). One string in and one
+# out keep the client's encoding and parsing cost per request small.
+# Returns the replies, `;`-separated; each `admitted (1|0),wait_us,admit_at_us,own_wait_us per
+# key[,TAT granted per key when admitted]`, which a cancelled waiter needs to take its grant
+# back.
+GCRA_BATCH_SCRIPT = (
+    _READ_BUCKET
+    + """
 local replies = {}
 local k = 0
 for spec in string.gmatch(ARGV[1], '[^;]+') do
@@ -88,6 +93,29 @@ for spec in string.gmatch(ARGV[1], '[^;]+') do
 end
 return table.concat(replies, ';')
 """
+)
+
+# KEYS[1]: one bucket. ARGV: interval_us, burst, tokens wanted. Takes up to that many tokens
+# the bucket can give now (never a later slot: requests that must wait queue in the batch
+# script, in order) for a replica's slice (see proxy.ratelimit.lease). Returns how many.
+LEASE_SCRIPT = (
+    _READ_BUCKET
+    + """
+local interval, burst, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local tat = read(KEYS[1], interval, burst)
+local step = tonumber(interval)
+local got = want
+if step > 0 then
+  local room = math.floor((tonumber(burst) * step - (tat - now)) / step)
+  if room < got then got = room end
+end
+if got <= 0 then return 0 end
+local new_tat = string.format('%d', math.floor(tat + got * step))
+local ttl = math.ceil((tonumber(new_tat) - now) / 1000) + 1000
+redis.call('SET', KEYS[1], new_tat .. ':' .. interval .. ':' .. burst, 'PX', ttl)
+return got
+"""
+)
 
 # KEYS: the buckets one grant charged. ARGV: admit_at_us, then granted_tat_us and interval_us
 # per key. A waiter cancelled before its slot gives the slot back, bucket by bucket, but only

@@ -205,7 +205,8 @@ limits:
     adaptive: true
     shadow: true
 limit_policy: {max_wait: 250ms, max_queue: 0, idle_expiry: 2m}
-redis: {url: "rediss://:pw@cache:6380/0", key_prefix: tp, timeout: 100ms, fail_open: false}
+redis: {url: "rediss://:pw@cache:6380/0", key_prefix: tp, timeout: 100ms, fail_open: false,
+        lease_interval: 20ms}
 retry:
   max_attempts: 5
   base_delay: 10ms
@@ -272,6 +273,7 @@ shutdown_grace: 45s
     assert config.redis is not None
     assert (config.redis.url, config.redis.key_prefix) == ("rediss://:pw@cache:6380/0", "tp")
     assert (config.redis.timeout, config.redis.fail_open) == (0.1, False)
+    assert config.redis.lease_interval == 0.02
     assert config.retry == RetryConfig(
         max_attempts=5,
         base_delay=0.01,
@@ -409,7 +411,8 @@ BAD_CONFIGS: list[tuple[str, str]] = [
     ),
     (
         "redis: {url: 'redis://h', db: 1}\n",
-        "redis.db: unknown key (known keys: cluster, fail_open, key_prefix, timeout, url)",
+        "redis.db: unknown key (known keys: cluster, fail_open, key_prefix, lease_interval, "
+        "timeout, url)",
     ),
     (
         "retry: {attempts: 3}\n",
@@ -487,6 +490,10 @@ BAD_CONFIGS: list[tuple[str, str]] = [
         "credentials.process_timeout: must be greater than 0, got '0s'",
     ),
     ("redis: {url: 'redis://h', timeout: 0}\n", "redis.timeout: must be greater than 0, got 0"),
+    (
+        "redis: {url: 'redis://h', lease_interval: -1s}\n",
+        "redis.lease_interval: expected a duration like 5s or 250ms, got '-1s'",
+    ),
     (
         "retry: {base_delay: 1 fortnight}\n",
         "retry.base_delay: expected a duration like 5s or 250ms, got '1 fortnight'",
