@@ -64,8 +64,10 @@ class ChildProcess:
         ready_port: int | None = None,
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
+        start_timeout: float = _START_TIMEOUT,
     ) -> None:
         self.command = list(command)
+        self._start_timeout = start_timeout
         self._ready_port = ready_port
         self._env = dict(env) if env is not None else None
         self._log_path = log_path
@@ -91,7 +93,7 @@ class ChildProcess:
         )
         if self._ready_port is not None:
             try:
-                wait_for_port(self._ready_port, self.process, _START_TIMEOUT)
+                wait_for_port(self._ready_port, self.process, self._start_timeout)
             except RuntimeError as error:
                 self.stop()
                 raise RuntimeError(f"{error}\n{self.log_tail()}") from None

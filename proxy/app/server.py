@@ -102,6 +102,8 @@ class ProxyServer:
             on_inject=lambda op, _rule: self.recorder.fault(op.service, op.label),
         )
         self._admin_token = read_admin_token(config)
+        # Read at scrape time from the count _handle keeps anyway: no gauge update per request.
+        self.metrics.inflight_requests.set_function(lambda: self._inflight)
         self.pipeline: RequestPipeline | None = None
         self.identities: IdentityKeeper | None = None
         self.readiness = ReadinessProbe()

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO, cast
 
 import yaml
 
@@ -69,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     from proxy.app.server import ProxyServer, serve_forever
     from proxy.front.listener import loop_factory
     from proxy.observability.logs import configure_logging
+    from proxy.observability.logstream import TurnFlushedStream
 
     try:
         config = _load(args.config)
@@ -77,15 +79,20 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if args.log_level:
         config = dataclasses.replace(config, log_level=args.log_level)
-    configure_logging(config.log_level)
+    stream = TurnFlushedStream(sys.stderr)  # one write per loop turn, not one per request
+    # The subset of a text stream that logging and structlog use (write, flush, closed).
+    configure_logging(config.log_level, cast(TextIO, stream))
     mfa_code = args.mfa_code or os.environ.get("THROTTLE_PROXY_MFA_CODE")
     server = ProxyServer(config, env=dict(os.environ), profile=args.profile, mfa_code=mfa_code)
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(serve_forever(server, args.config))
     except ListenError as error:
+        stream.close()
         print(error.render(), file=sys.stderr)
         return EXIT_CONFIG
+    finally:
+        stream.close()
 
 
 def _check_config(args: argparse.Namespace) -> int:

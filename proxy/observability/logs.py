@@ -122,4 +122,4 @@ def get_logger(name: str) -> FilteringBoundLogger:
 
 def write_request_line(logger: FilteringBoundLogger, fields: dict[str, Any]) -> None:
     """The per-request line at info, fast (see proxy.observability.requestlog), redacted."""
-    log_request(logger, fields, _is_secret_key, _scrub)
+    log_request(logger, fields, _is_secret_key, _scrub, _scrub_text)

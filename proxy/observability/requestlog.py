@@ -37,21 +37,52 @@ def log_request(
     fields: Mapping[str, Any],
     redact_key: Callable[[str], bool],
     redact_value: Callable[[Any], Any],
+    redact_text: Callable[[str], str],
 ) -> None:
     """Write the request line for `fields` (the caller has checked the level is info or below).
 
-    `redact_key(key)` says whether a key is secret; `redact_value(value)` scrubs a value."""
+    `redact_key(key)` says whether a key is secret; `redact_value(value)` scrubs a value, and
+    `redact_text` a string value (what `redact_value` does with one, without asking its type)."""
     stream = _stream
     if stream is None or stream.closed:
         logger.info(REQUEST_EVENT, **fields)
         return
     parts = [_component]
+    append = parts.append
     for key, value in fields.items():
-        shown = '"[redacted]"' if redact_key(key) else _json(redact_value(value))
-        parts.append(f", {encode_basestring_ascii(key)}: {shown}")
-    parts.append(f', "event": "request", "level": "info", "timestamp": "{_timestamp()}"}}\n')
+        prefix = _key_prefixes.get(key)
+        if prefix is None:
+            prefix = _key_prefix(key, redact_key)
+        if prefix is _REDACTED_KEY:
+            append(f', {encode_basestring_ascii(key)}: "[redacted]"')
+        elif type(value) is str:
+            append(prefix + encode_basestring_ascii(redact_text(value)))
+        elif value is None:
+            append(prefix + "null")
+        elif type(value) is int:
+            append(prefix + int.__repr__(value))
+        elif type(value) is float and math.isfinite(value):
+            append(prefix + float.__repr__(value))
+        else:
+            append(prefix + _json(redact_value(value)))
+    append(f', "event": "request", "level": "info", "timestamp": "{_timestamp()}"}}\n')
     stream.write("".join(parts))
     stream.flush()
+
+
+# `, "key": ` for each key seen, or _REDACTED_KEY for a secret one: the request line's keys are
+# a handful of fixed names, so each is encoded and judged once (bounded: unknown keys beyond
+# the limit are judged on every line instead of remembered).
+_REDACTED_KEY = "[redacted]"
+_key_prefixes: dict[str, str] = {}
+_MAX_KEYS = 256
+
+
+def _key_prefix(key: str, redact_key: Callable[[str], bool]) -> str:
+    prefix = _REDACTED_KEY if redact_key(key) else f", {encode_basestring_ascii(key)}: "
+    if len(_key_prefixes) < _MAX_KEYS:
+        _key_prefixes[key] = prefix
+    return prefix
 
 
 def _timestamp() -> str:

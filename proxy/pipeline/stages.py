@@ -313,7 +313,6 @@ class RequestPipeline:
             f"{_ID_PREFIX}-{next(_request_ids):x}",
             time.perf_counter(),
         )
-        self._metrics.inflight_requests.inc()
         try:
             for stage in STAGES:
                 await stage(ctx)
@@ -334,7 +333,6 @@ class RequestPipeline:
         finally:
             ctx.hold(None)
             ctx.body.discard()  # a spooled body's file goes whatever happened
-            self._metrics.inflight_requests.dec()
             self._record(ctx)
 
     def _answer_error(self, ctx: RequestContext, error: ProxyError) -> None:
