@@ -197,6 +197,7 @@ def main() -> int:
                     env=env,
                     log_path=workdir / f"{slug}.log",
                     start_timeout=300.0 if args.callgrind else 15.0,
+                    cwd=workdir,  # not a checkout: PYTHONPATH alone picks the tree
                 ).start()
                 children[name] = (child, port)
                 loop.run(_drive(port, warm_up, args.connections))  # warm-up: imports, caches

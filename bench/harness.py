@@ -65,8 +65,12 @@ class ChildProcess:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         start_timeout: float = _START_TIMEOUT,
+        cwd: Path | None = None,
     ) -> None:
         self.command = list(command)
+        # `python -m` puts the working directory first on sys.path, before PYTHONPATH: a child
+        # meant to run another checkout's code must not start in this one.
+        self._cwd = cwd
         self._start_timeout = start_timeout
         self._ready_port = ready_port
         self._env = dict(env) if env is not None else None
@@ -90,6 +94,7 @@ class ChildProcess:
             stderr=sink,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            cwd=self._cwd,
         )
         if self._ready_port is not None:
             try:
