@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote_plus
 
 from proxy.aws.endpoints import CATALOG, Endpoint, service_prefix
 from proxy.aws.s3family import S3_BUCKET_PREFIXES, S3_OPERATIONS_OF, speaks_s3
 from proxy.aws.s3ops import classify_s3
+from proxy.requestvalue import request_value
 
 # Form bodies larger than this are not parsed: the operation is in the first bytes anyway for
 # every SDK, and big bodies (SQS messages, SNS payloads) must not cost a full parse.
@@ -43,7 +43,7 @@ def known_operations(service: str) -> frozenset[str]:
     return own
 
 
-@dataclass(frozen=True, slots=True)
+@request_value
 class Operation:
     """One request's service and operation, as far as the wire says."""
 

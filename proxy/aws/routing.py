@@ -22,6 +22,7 @@ from proxy.aws.hostgrammar import aws_operated
 from proxy.config.model import Config, ConfigError
 from proxy.config.routes import Route
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
+from proxy.requestvalue import request_value
 from proxy.signing.queryauth import client_query_auth
 from proxy.signing.sigv4 import SigningInput
 from proxy.upstream.http1 import Origin
@@ -31,7 +32,7 @@ _HOST_CHARACTERS = re.compile(r"[A-Za-z0-9_.:-]+")  # ':' only inside an IPv6 li
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
-@dataclass(frozen=True, slots=True)
+@request_value
 class Target:
     """Where one request is sent and how it is signed."""
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.bodies.awschunked import Trailer
 from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.requestvalue import request_value
 from proxy.signing.sigv4 import EMPTY_SHA256
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class BodySource(Protocol):
     def iter_chunked(self, size: int, /) -> AsyncIterator[bytes]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@request_value
 class ClientBody:
     """Buffered `data` (replayable), a `source` to stream `length` bytes from, a client's
     aws-chunked body decoded as it streams (`chunked`), or a body spooled to disk (`spool`,

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 from proxy.aws.operations import Operation
 from proxy.clock import Clock
 from proxy.config.model import RetryConfig
 from proxy.errors import ProxyError
 from proxy.observability.metrics import Metrics
+from proxy.requestvalue import request_value
 from proxy.retry.backoff import BackoffPolicy, retry_delay
 from proxy.retry.children import ChildCache
 from proxy.retry.quota import RetryQuota
@@ -45,7 +45,7 @@ OperationHook = Callable[[Operation], None]
 _NO_HEADERS: Mapping[str, str] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@request_value
 class AttemptResult:
     """What the loop ends with: the answer to stream back (success or the last error)."""
 
@@ -54,7 +54,7 @@ class AttemptResult:
     verdict: RetryVerdict
 
 
-@dataclass(frozen=True, slots=True)
+@request_value
 class _Answered:
     response: UpstreamResponse
     verdict: RetryVerdict

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from proxy.bodies.client import ClientBody, stream_exactly
+from proxy.requestvalue import request_value
 from proxy.upstream.http1 import Body
 
 _SIGV4_PRESIGN = frozenset({"x-amz-credential", "x-amz-signature"})
@@ -50,7 +51,7 @@ SECRET_PARAMETERS = frozenset(
 _TELLTALES = ("x-amz-", "signature", "awsaccesskeyid", "securitytoken")
 
 
-@dataclass(frozen=True, slots=True)
+@request_value
 class QueryAuth:
     """The query as it must be sent, and whether the client presigned the request."""
 

@@ -17,12 +17,13 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
 from proxy.aws.s3family import S3_SIGNING_NAMES
 from proxy.credentials.base import Credentials
+from proxy.requestvalue import request_value
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -63,7 +64,7 @@ _PLAIN_COMPONENT = re.compile(r"[A-Za-z0-9\-_.~]*")
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
 
 
-@dataclass(frozen=True, slots=True)
+@request_value
 class SigningInput:
     """One request as the proxy will send it, before signing."""
 
@@ -79,7 +80,7 @@ class SigningInput:
     send_content_sha256: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@request_value
 class SignedRequest:
     """What to put on the wire: send `path`, `query` and `headers` exactly as given."""
 
