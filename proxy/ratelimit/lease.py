@@ -13,8 +13,8 @@ when the window began: `replicas * lease_size` at most (a slice never holds more
 `lease_size`, counting a refill in flight).
 
 How big a slice may be, and why: at most a tenth of the burst (a bucket is never split into
-a few hoards), at most `rate * lease_interval` tokens (what the bucket refills in that time),
-at most `MAX_SLICE`. Below two tokens a slice saves nothing, and the bucket is decided in
+a few hoards), and at most `rate * lease_interval` tokens (what the bucket refills in that
+time). Below two tokens a slice saves nothing, and the bucket is decided in
 Redis request by request. A slice grows from `FIRST_SLICE` by doubling while it keeps being
 spent before it expires, and halves when it expires unspent: a replica sending a few requests
 a second wastes a few tokens at most.
@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass
 
 SLICE_TTL = 1.0  # seconds a slice may be spent after its refill was asked for
-MAX_SLICE = 100  # tokens one replica may hold of one bucket
 FIRST_SLICE = 4  # tokens asked for first; doubled while spent in time
 BURST_SHARE = 0.1  # a slice holds at most this share of the bucket's burst
 MAX_SLICES = 10_000  # buckets with a slice at once; past it new buckets go to Redis per request
@@ -36,7 +35,7 @@ MAX_SLICES = 10_000  # buckets with a slice at once; past it new buckets go to R
 
 def lease_size(rate: float, burst: float, lease_interval: float) -> int:
     """The most tokens one replica may hold of a bucket of `rate` and `burst`; 0: no lease."""
-    size = min(math.floor(burst * BURST_SHARE), math.floor(rate * lease_interval), MAX_SLICE)
+    size = min(math.floor(burst * BURST_SHARE), math.floor(rate * lease_interval))
     return size if size >= 2 else 0
 
 

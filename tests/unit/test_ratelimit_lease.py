@@ -11,7 +11,6 @@ import pytest
 
 from proxy.ratelimit.lease import (
     FIRST_SLICE,
-    MAX_SLICE,
     MAX_SLICES,
     SLICE_TTL,
     LeaseBook,
@@ -26,8 +25,8 @@ OTHER = "{tp:acct/us-east-1}:ec2-all:"
 @pytest.mark.parametrize(
     ("rate", "burst", "interval", "size"),
     [
-        (1e9, 1e9, 0.05, MAX_SLICE),  # never binds: the absolute cap
-        (2000, 1000, 0.05, MAX_SLICE),  # 100 = rate x interval = burst / 10
+        (1e6, 1e6, 0.05, 50_000),  # never binds: 50 ms of refill
+        (2000, 1000, 0.05, 100),  # 100 = rate x interval = burst / 10
         (1000, 1000, 0.05, 50),  # rate x interval
         (1000, 200, 0.05, 20),  # a tenth of the burst
         (100, 100, 0.05, 5),
