@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from proxy.observability.hotmetrics import HotCounter, HotHistogram
+
 PREFIX = "throttle_proxy_"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -25,13 +27,14 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests_total = Counter(
+        # Updated by every request: the lock-free kind (proxy.observability.hotmetrics).
+        self.requests_total = HotCounter(
             PREFIX + "requests_total",
             "Requests answered to clients.",
             ["service", "operation", "status_class"],
             registry=r,
         )
-        self.request_duration_seconds = Histogram(
+        self.request_duration_seconds = HotHistogram(
             PREFIX + "request_duration_seconds",
             "Time from request received to response headers sent, including waits and retries.",
             ["service", "operation"],
@@ -83,14 +86,14 @@ class Metrics:
             ["service", "operation", "error_code"],
             registry=r,
         )
-        self.ratelimit_decisions_total = Counter(
+        self.ratelimit_decisions_total = HotCounter(
             PREFIX + "ratelimit_decisions_total",
             "Client-side rate-limit decisions (allowed, delayed, rejected; shadow_* in shadow "
             "mode).",
             ["rule", "decision"],
             registry=r,
         )
-        self.ratelimit_wait_seconds = Histogram(
+        self.ratelimit_wait_seconds = HotHistogram(
             PREFIX + "ratelimit_wait_seconds",
             "Time requests waited for a rate-limit token.",
             ["rule"],

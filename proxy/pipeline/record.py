@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Histogram
-
+from proxy.observability.hotmetrics import HotCounterChild, HotHistogramChild
 from proxy.observability.logs import get_logger, write_request_line
 from proxy.observability.metrics import Metrics, status_class
 from proxy.pipeline.context import RequestContext
@@ -22,7 +21,7 @@ class RequestRecord:
         self._metrics = metrics
         self.recorder = recorder
         self._log_requests = log_requests
-        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str, str], tuple[HotCounterChild, HotHistogramChild]] = {}
 
     def __call__(self, ctx: RequestContext) -> None:
         duration = time.perf_counter() - ctx.started
@@ -32,8 +31,7 @@ class RequestRecord:
         key = (service, operation, status_class(ctx.status))
         children = self._children.get(key)
         if children is None:
-            # labels() takes a lock and validates every call: look each series up once (the
-            # labels are bounded, so this map is too).
+            # Look each series up once (the labels are bounded, so this map is too).
             children = (
                 self._metrics.requests_total.labels(*key),
                 self._metrics.request_duration_seconds.labels(service, operation),

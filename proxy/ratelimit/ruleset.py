@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Gauge
 
 from proxy.aws.operations import Operation
 from proxy.config.model import LimitRule
+from proxy.observability.hotmetrics import HotCounterChild, HotHistogramChild
 from proxy.observability.metrics import Metrics
 from proxy.ratelimit.adaptive import CubicRate
 from proxy.ratelimit.bucket import BucketShape, BucketTable, RefillClock
@@ -27,8 +28,8 @@ SHADOW_DECISIONS = ("shadow_allowed", "shadow_delayed", "shadow_rejected")
 class RuleMetrics:
     """The rule's metric children, created when the rule is loaded."""
 
-    decisions: dict[str, Counter]
-    wait: Histogram
+    decisions: dict[str, HotCounterChild]
+    wait: HotHistogramChild
     queue_depth: Gauge
     rate: Gauge
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from proxy.observability.hotmetrics import HotCounter, HotHistogram
 from proxy.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,11 +35,15 @@ def exported_series() -> dict[str, set[str]]:
     series: dict[str, set[str]] = {}
     metrics = Metrics()
     for collector in metrics.__dict__.values():
-        if not hasattr(collector, "_labelnames"):
+        if isinstance(collector, HotCounter | HotHistogram):
+            labels, name = set(collector.labelnames), collector.name
+            kind = "counter" if isinstance(collector, HotCounter) else "histogram"
+        elif hasattr(collector, "_labelnames"):  # prometheus_client's own kinds
+            labels = set(collector._labelnames)
+            name = collector._name
+            kind = collector._type
+        else:
             continue
-        labels = set(collector._labelnames)
-        name = collector._name
-        kind = collector._type
         if kind == "counter":
             series[name + "_total"] = labels
         elif kind == "histogram":
