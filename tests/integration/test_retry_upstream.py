@@ -7,7 +7,7 @@ connection resets and timeouts, the deadline, and exact metric values.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -47,7 +47,12 @@ class Rig:
     runner: AttemptRunner
 
     async def run(
-        self, op: Operation, script: str, method: str = "POST", replayable: bool = True
+        self,
+        op: Operation,
+        script: str,
+        method: str = "POST",
+        replayable: bool = True,
+        deadline: float | None = None,
     ) -> AttemptResult:
         async def send(number: int) -> UpstreamResponse:
             headers = [("Host", "upstream"), (SCRIPT_HEADER, script), ("x-attempt", str(number))]
@@ -55,7 +60,7 @@ class Rig:
             origin = Origin("http", "127.0.0.1", int(self.url.rsplit(":", 1)[1]))
             return await self.client.send(method, origin, "/", headers, body)
 
-        result = await self.runner.run(op, send, replayable)
+        result = await self.runner.run(op, send, replayable, deadline)
         result.response.release()
         return result
 
@@ -225,24 +230,53 @@ async def test_x_amz_retry_after_is_waited_for(rig: Rig) -> None:
     assert 0.29 <= second.received_at - first.received_at < 0.6
 
 
+class ReadingClock(SystemClock):
+    """The system clock, remembering the last monotonic reading it gave the loop."""
+
+    last = 0.0
+
+    def monotonic(self) -> float:
+        self.last = super().monotonic()
+        return self.last
+
+
 async def test_the_deadline_stops_the_loop(rig: Rig) -> None:
+    # max_attempts far above what fits in the deadline: only the deadline ends this loop.
     slow_config = RetryConfig(
-        base_delay=0.4, throttle_base_delay=0.4, max_backoff=0.4, max_total_time=1.0
+        max_attempts=20,
+        base_delay=0.4,
+        throttle_base_delay=0.4,
+        max_backoff=0.4,
+        max_total_time=2.0,
     )
     rig.runner.update_config(slow_config)
+    clock = ReadingClock()
+    rig.runner.clock = clock
+    # Each backoff's planned end, on the loop's own reading of the clock (the one it compared
+    # with the deadline): the loop's decisions, which a loaded machine cannot move, rather
+    # than when the attempts landed (which it delays).
+    planned_ends: list[float] = []
+
+    async def planned_sleep(delay: float) -> None:
+        planned_ends.append(clock.last + delay)
+        await asyncio.sleep(delay)
+
+    rig.runner.sleep = planned_sleep
     rig.upstream.script("t", error(500, None, "empty", delay=0.2))
-    started = time.monotonic()
-    result = await rig.run(S3, "t")
-    elapsed = time.monotonic() - started
-    # Attempts take 0.2 s, backoffs up to 0.4 s: the second attempt always starts by 0.6 s,
-    # and the loop ends before a backoff would cross 1 s, so at most one attempt (0.2 s)
-    # runs past the deadline.
-    assert elapsed < 1.0 + 0.2 + 0.2
+    deadline = rig.runner.deadline()
+    assert deadline is not None
+    result = await rig.run(S3, "t", deadline=deadline)
+    # Attempts take 0.2 s, backoffs up to 0.4 s: the second attempt is planned by 0.6 s, well
+    # inside the 2 s (a loaded machine has 1.4 s to spare).
     assert result.attempts >= 2
-    sends = rig.upstream.attempts_of("t")
-    assert len(sends) == result.attempts
-    # Nothing is sent past the deadline (the slack is the hop to the fake, not a send).
-    assert all(a.received_at - started < 1.0 + 0.1 for a in sends)
+    # Every retry waited a backoff planned to end by the deadline: no attempt was started
+    # on a backoff that crosses it.
+    assert len(planned_ends) == result.attempts - 1
+    assert all(end <= deadline for end in planned_ends), (planned_ends, deadline)
+    # The deadline ended the loop: neither max_attempts (20 attempts need 4 s) nor the quota.
+    assert result.attempts < 20
+    assert rig.sample("throttle_proxy_retry_quota_exhausted_total", service="s3") == 0
+    assert len(rig.upstream.attempts_of("t")) == result.attempts
 
 
 async def test_metrics_of_a_mixed_request_are_exact(rig: Rig) -> None:
