@@ -97,7 +97,10 @@ async def rig(
                 "admin_listen": "127.0.0.1:0",
                 "log_level": "warning",
                 "routes": routes,
-                "upstream": {"connect_timeout": "1s", "read_timeout": "300ms"},
+                # Roomy: an answer the fake gives at once can still take a loaded machine
+                # hundreds of milliseconds (a 300 ms read timeout turned one into a 504).
+                # Tests of timeouts set a short one of their own.
+                "upstream": {"connect_timeout": "1s", "read_timeout": "5s"},
                 **extra,
             }
         )

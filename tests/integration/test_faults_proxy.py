@@ -126,7 +126,9 @@ async def test_reset_and_timeout_are_the_usual_upstream_failures() -> None:
         {"name": "cut", "service": "ec2", "kind": "reset"},
         {"name": "hang", "service": "dynamodb", "kind": "timeout"},
     ]
-    async with rig({"faults": rules, "retry": FAST_RETRIES}) as r:
+    # A short read timeout: the injected silence lasts that long, three times.
+    short = {"connect_timeout": "1s", "read_timeout": "300ms"}
+    async with rig({"faults": rules, "retry": FAST_RETRIES, "upstream": short}) as r:
         reset = await r.describe_instances()
         timeout = await r.put_item()
     assert reset.status == 502
