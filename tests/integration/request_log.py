@@ -30,6 +30,21 @@ class LoggedRequest:
         return self.asked + self.waited
 
 
+def _epoch(timestamp: str) -> float:
+    moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.replace(tzinfo=UTC).timestamp()
+
+
+def event_times(proxy: ProxyProcess, event: str) -> list[float]:
+    """When the proxy logged each `event` line (e.g. "reloaded": the new config in force)."""
+    marker = f'"event": "{event}"'
+    return [
+        _epoch(json.loads(line)["timestamp"])
+        for line in proxy.log_text().splitlines()
+        if marker in line
+    ]
+
+
 def logged_requests(proxy: ProxyProcess) -> list[LoggedRequest]:
     """Every request line the proxy has written so far."""
     found = []
@@ -37,8 +52,7 @@ def logged_requests(proxy: ProxyProcess) -> list[LoggedRequest]:
         if '"event": "request"' not in line:
             continue
         fields = json.loads(line)
-        ended = datetime.strptime(fields["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
-        asked = ended.replace(tzinfo=UTC).timestamp() - fields["duration_ms"] / 1000
+        asked = _epoch(fields["timestamp"]) - fields["duration_ms"] / 1000
         found.append(
             LoggedRequest(fields["operation"], fields["status"], asked, fields["waited_ms"] / 1000)
         )
