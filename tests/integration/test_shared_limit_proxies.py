@@ -4,6 +4,7 @@ both, and when Redis dies they keep serving (fail open) and say so in their metr
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import aiohttp
@@ -64,12 +65,17 @@ async def test_two_proxies_share_one_budget_and_fail_open_without_redis(
         proxy_process(second_dir, config) as second,
     ):
         async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
             one = await _statuses(session, first, 4)
             two = await _statuses(session, second, 4)
-            # Eight requests in well under a second against one bucket of five.
-            assert (one + two).count(200) == BURST, (one, two)
-            assert two.count(503) >= 3
-            assert len(fake_aws.seen) == BURST
+            took = time.monotonic() - started
+            # Eight requests against one bucket of five, refilling a token per 2 s: what
+            # the eight took (well under a second, unless the machine is loaded) bounds the
+            # refills, so a slow machine only raises the upper bounds.
+            refilled = int(0.5 * took)
+            assert BURST <= (one + two).count(200) <= BURST + refilled, (one, two, took)
+            assert two.count(503) >= 3 - refilled
+            assert len(fake_aws.seen) == (one + two).count(200)
 
             redis_server.stop()
             # Fail open: the proxy keeps serving and counts the backend errors.
