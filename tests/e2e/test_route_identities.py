@@ -170,16 +170,26 @@ async def test_a_reload_that_swaps_roles_never_signs_as_the_wrong_one(
     proxy.signal(signal.SIGHUP)
     async with aiohttp.ClientSession() as session:
         load = [asyncio.create_task(client(session)) for _ in range(3)]
-        await asyncio.sleep(1.0)
+        # Until the old role has answered (bounded; its first call assumes the role at moto,
+        # which a loaded machine may take longer than a fixed second for), then a while more.
+        for _ in range(400):
+            if len(seen) >= 5:
+                break
+            await asyncio.sleep(0.05)
         swapped = yaml.safe_load(proxy.config_path.read_text())
         swapped["routes"][1]["credentials"]["role_arn"] = swapped_role
         proxy.config_path.write_text(yaml.safe_dump(swapped))
         proxy.signal(signal.SIGHUP)
-        for _ in range(100):  # bounded: until the new role answers
+        for _ in range(400):  # bounded: until the new role answers
             await asyncio.sleep(0.05)
             if seen and "/swapped/" in seen[-1]:
                 break
-        await asyncio.sleep(0.3)
+        # A few more answers after the first of the new role (the old one must not come back).
+        answered = len(seen)
+        for _ in range(200):
+            if len(seen) >= answered + 6:
+                break
+            await asyncio.sleep(0.05)
         stop.set()
         await asyncio.gather(*load)
     old = f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/other-team/team-b"

@@ -46,10 +46,12 @@ async def test_sigterm_lets_a_slow_request_finish_then_exits_zero(
 ) -> None:
     with proxy_process(tmp_path, _config(fake_aws, 100, 100)) as proxy:
         async with aiohttp.ClientSession() as session:
-            slow = asyncio.create_task(_describe(session, proxy, **{"x-test-delay": "1.5"}))
+            slow = asyncio.create_task(_describe(session, proxy, **{"x-test-delay": "2.5"}))
             assert await eventually(lambda: bool(fake_aws.seen), 5)  # reached the upstream
             proxy.signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
+            # Polled until the proxy has taken the signal (bounded, well inside the slow
+            # request's 2.5 s, after which it exits), rather than a fixed 0.3 s.
+            assert await eventually(lambda: '"event": "draining"' in proxy.log_text(), 2)
             async with session.get(f"{proxy.admin_url}/readyz") as ready:
                 assert ready.status == 503
                 assert "draining" in await ready.text()
