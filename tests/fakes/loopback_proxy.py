@@ -16,12 +16,13 @@ import asyncio
 import os
 import ssl
 import sys
+from collections.abc import Callable
 
 from proxy.app.server import ProxyServer, serve_forever
 from proxy.config.model import load_config
 from proxy.observability.logs import configure_logging
 from proxy.upstream.client import UpstreamClient
-from proxy.upstream.http1 import Origin
+from proxy.upstream.connection import Origin, UpstreamConnection
 
 
 class LoopbackOpener:
@@ -32,10 +33,15 @@ class LoopbackOpener:
         self._record = open(record, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     async def __call__(
-        self, origin: Origin, ssl_context: ssl.SSLContext | None, limit: int
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self,
+        origin: Origin,
+        ssl_context: ssl.SSLContext | None,
+        protocol_factory: Callable[[], UpstreamConnection],
+    ) -> UpstreamConnection:
         self._record.write(f"{origin.scheme} {origin.host} {origin.port}\n")
-        return await asyncio.open_connection("127.0.0.1", self._port, limit=limit)
+        loop = asyncio.get_running_loop()
+        _transport, conn = await loop.create_connection(protocol_factory, "127.0.0.1", self._port)
+        return conn
 
 
 def main() -> int:
