@@ -129,13 +129,12 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send one request; `target` (path and query) and `headers` go exactly as signed.
         `deadline` (event-loop time) bounds the wait for the answer below read_timeout."""
-        where = f"upstream {origin.scheme}://{origin.host}:{origin.port}"
         try:
             answer = await self._pool.request(
                 origin, method, target, headers, body, deadline, preload=SMALL_BODY
             )
         except _TRANSPORT_ERRORS as exc:
-            raise map_upstream_error(exc, where) from exc
+            raise map_upstream_error(exc, _where(origin)) from exc
         if answer.preloaded is not None:
             answer.release()
             return UpstreamResponse(answer.status, answer.headers, answer.preloaded, None)
@@ -144,10 +143,15 @@ class UpstreamClient:
         try:
             payload = await answer.read(MAX_ERROR_BODY)
         except _TRANSPORT_ERRORS as exc:
-            raise map_upstream_error(exc, f"{where} sending its answer") from exc
+            raise map_upstream_error(exc, f"{_where(origin)} sending its answer") from exc
         finally:
             answer.release()
         return UpstreamResponse(answer.status, answer.headers, payload, None)
+
+
+def _where(origin: Origin) -> str:
+    """The upstream named in an error (built only when there is one)."""
+    return f"upstream {origin.scheme}://{origin.host}:{origin.port}"
 
 
 # What the pool raises; anything else is a bug of ours and stays as it is.

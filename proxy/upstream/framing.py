@@ -17,10 +17,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 _NO_BODY_STATUSES = frozenset({204, 304})
 # status-line = HTTP-version SP 3DIGIT SP reason-phrase; the reason may be empty (and some
 # servers omit the space before an empty one). Visible ASCII, SP, HTAB and obs-text only.
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
+_STATUS = rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?"
 # field-line = token ":" OWS field-value OWS, each line ended by CRLF. A CR, LF, NUL or other
 # control byte anywhere inside a line fails this, and so does an obs-fold continuation line.
-_FIELD_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_FIELDS = rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+_STATUS_LINE = re.compile(_STATUS)
+_FIELD_LINES = re.compile(_FIELDS)
+# The whole head in one match (the common case: well formed); the two above say what is wrong.
+_HEAD = re.compile(_STATUS + rb"\r\n(" + _FIELDS + rb")\r\n")
 
 
 class Http1Error(Exception):
@@ -65,19 +69,31 @@ def parse_fields(block: bytes) -> CIMultiDictProxy[str]:
             block,
         )
         raise MalformedResponse(f"bad header line {_short(bad)}")
+    return _fields(block)
+
+
+def _fields(block: bytes) -> CIMultiDictProxy[str]:
+    """Header fields of a `block` that matched _FIELDS."""
     headers: CIMultiDict[str] = CIMultiDict()
+    add = headers.add
     # obs-text (bytes >= 0x80) survives the round trip: encode with surrogateescape.
     for line in block.decode("utf-8", "surrogateescape").split("\r\n")[:-1]:
-        name, _, value = line.partition(":")
-        headers.add(name, value.strip(" \t"))
+        name, value = line.split(":", 1)
+        add(name, value.strip(" \t"))
     return CIMultiDictProxy(headers)
 
 
 def parse_response_head(head: bytes, method: str) -> ResponseHead:
     """Parse `head` (status line through the empty line) of the answer to `method`."""
-    status_line, _, block = head.partition(b"\r\n")
-    status, minor = parse_status_line(status_line)
-    headers = parse_fields(block[:-2])  # the head ends with the empty line's CRLF
+    match = _HEAD.fullmatch(head)
+    if match is None:
+        status_line, _, block = head.partition(b"\r\n")
+        parse_status_line(status_line)
+        parse_fields(block[:-2])  # the head ends with the empty line's CRLF
+        raise MalformedResponse(f"bad response head {_short(head)}")  # no final empty line
+    minor_digit, status_digits, block = match.groups()
+    status, minor = int(status_digits), "1" if minor_digit == b"1" else "0"
+    headers = _fields(block)
     length, chunked = _body_framing(status, minor, headers, method)
     connection = headers.get("Connection", "").lower()
     keep_alive = "close" not in connection and (minor == "1" or "keep-alive" in connection)
