@@ -311,7 +311,8 @@ def sign(req: SigningInput, creds: Credentials, now: float, keys: SigningKeyCach
     request_hash = hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest()
     string_to_sign = f"{ALGORITHM}\n{date_time}\n{scope}\n{request_hash}"
     key = keys.key(creds.secret_access_key, date, req.region, req.service)
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    # The one-shot form: the HMAC object of hmac.new costs a microsecond more per request.
+    signature = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
 
     authorization = (
         f"{ALGORITHM} Credential={creds.access_key_id}/{scope}, "
