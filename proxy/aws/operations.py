@@ -32,6 +32,12 @@ _NON_MUTATING = ("Describe", "List", "Get", "Search")
 _PAGINATION = frozenset({"MaxResults", "NextToken"})
 # `Filter.1.Name`, `InstanceId.1`, `Owner.1`: a list parameter narrows what is described.
 _LIST_PARAMETER = re.compile(r"^[A-Za-z]+\.\d+(?:\.|$)")
+# EC2 calls AWS also charges to a resource token bucket, by how many instances they act on:
+# the instances a call names, or for RunInstances the most it may launch (`MaxCount`).
+_INSTANCE_LIST_CALLS = frozenset({"TerminateInstances", "StartInstances", "StopInstances"})
+_RUN_INSTANCES = "RunInstances"
+_INSTANCE_ID = re.compile(r"^InstanceId\.\d+$")
+_MAX_RESOURCES = 1_000_000  # a MaxCount past any bucket; bounds what a client can claim
 
 
 def known_operations(service: str) -> frozenset[str]:
@@ -61,6 +67,9 @@ class Operation:
     # EC2 only: a Describe/List/Get/Search call with no filter, no ID list and no pagination
     # (AWS counts those in a smaller bucket).
     unfiltered: bool = False
+    # EC2 only: instances the call acts on (distinct `InstanceId.N` of Terminate/Start/Stop,
+    # `MaxCount` of RunInstances), what a `cost: resources` rule charges; 1 for anything else.
+    resources: int = 1
 
     def for_budget(self, account: str, region: str) -> Operation:
         """This operation, spending the budget of `account` in `region`."""
@@ -75,6 +84,7 @@ class Operation:
             account,
             region,
             self.unfiltered,
+            self.resources,
         )
 
     @property
@@ -134,7 +144,12 @@ def classify(
             and name.startswith(_NON_MUTATING)
             and not _narrows(method, query, headers, body)
         )
-        return Operation(service, name, protocol=protocol, unfiltered=unfiltered)
+        resources = 1
+        if protocol == "ec2" and (name == _RUN_INSTANCES or name in _INSTANCE_LIST_CALLS):
+            resources = _resources(name, _form_pairs(method, query, headers, body))
+        return Operation(
+            service, name, protocol=protocol, unfiltered=unfiltered, resources=resources
+        )
     return Operation(service, None, protocol=_rest_protocol(facts.protocols))
 
 
@@ -161,6 +176,39 @@ def _narrows(method: str, query: str, headers: Mapping[str, str], body: bytes | 
         assert body is not None
         names += _form_names(body.decode("utf-8", errors="replace"))
     return any(name in _PAGINATION or _LIST_PARAMETER.match(name) for name in names)
+
+
+def _resources(name: str, pairs: list[tuple[str, str]]) -> int:
+    """Instances an EC2 call acts on: distinct `InstanceId.N` values, or RunInstances'
+    `MaxCount` (the most AWS may launch: charged in full, as AWS's bucket must hold it).
+    At least 1: a call naming none (or a bad MaxCount) is AWS's to refuse, not ours to price."""
+    if name == _RUN_INSTANCES:
+        counts = [value for key, value in pairs if key == "MaxCount"]
+        if len(counts) != 1 or not (counts[0].isascii() and counts[0].isdigit()):
+            return 1
+        if len(counts[0]) > len(str(_MAX_RESOURCES)):
+            return _MAX_RESOURCES
+        return max(1, min(int(counts[0]), _MAX_RESOURCES))
+    ids = {value for key, value in pairs if _INSTANCE_ID.match(key)}
+    return max(1, len(ids))
+
+
+def _form_pairs(
+    method: str, query: str, headers: Mapping[str, str], body: bytes | None
+) -> list[tuple[str, str]]:
+    """Every decoded `key=value` of the query string and (small POST form) body; asked only
+    for the few calls that are priced by resources."""
+    forms = [query]
+    if _form_body(method, headers, body):
+        assert body is not None
+        forms.append(body.decode("utf-8", errors="replace"))
+    pairs: list[tuple[str, str]] = []
+    for form in forms:
+        for part in form.split("&"):
+            if part:
+                key, _, value = part.partition("=")
+                pairs.append((unquote_plus(key), unquote_plus(value)))
+    return pairs
 
 
 def _form_names(form: str) -> list[str]:

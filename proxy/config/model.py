@@ -27,6 +27,9 @@ LIMIT_SCOPES = ("none", "operation", "bucket", "prefix")
 LIMIT_MODES = ("wait", "enforce")
 # What one budget of a rule counts, as AWS counts it: per account and region by default.
 BUDGET_SCOPES = ("account-region", "region", "global")
+# What one request costs a rule: one token (AWS's request buckets), or one per resource it
+# acts on (EC2's resource buckets: instances terminated, started, stopped or launched).
+LIMIT_COSTS = ("requests", "resources")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class LimitRule:
     scope: str = "account-region"
     # EC2: True covers only unfiltered, unpaginated calls; False only the others; None both.
     unfiltered: bool | None = None
+    cost: str = "requests"
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,7 @@ _LIMIT_KEYS = {
     "shadow",
     "scope",
     "unfiltered",
+    "cost",
 }
 
 
@@ -327,6 +332,11 @@ def limit_rule(raw: object, path: str) -> LimitRule:
         raise ConfigError(
             f"{path}.scope", f"expected one of {', '.join(BUDGET_SCOPES)}, got {cp.shown(scope)}"
         )
+    cost = cp.string(section.get("cost", "requests"), f"{path}.cost")
+    if cost not in LIMIT_COSTS:
+        raise ConfigError(
+            f"{path}.cost", f"expected one of {', '.join(LIMIT_COSTS)}, got {cp.shown(cost)}"
+        )
     operations = (
         cp.string_list(section["operations"], f"{path}.operations")
         if "operations" in section
@@ -346,6 +356,7 @@ def limit_rule(raw: object, path: str) -> LimitRule:
         unfiltered=None
         if section.get("unfiltered") is None
         else cp.boolean(section["unfiltered"], f"{path}.unfiltered"),
+        cost=cost,
     )
 
 

@@ -4,7 +4,10 @@ A request covered by several rules goes when all of them allow it: the admission
 latest of the rules' earliest slots, and every rule's bucket is charged at that time in one
 step with no await in between, so there is no hold-and-wait (no deadlock) and a refusal by any
 rule charges none. Waiting is a sleep until the granted slot; slots are handed out in arrival
-order, which is FIFO per bucket. A waiter cancelled (client gone) gives its slot back when no
+order, which is FIFO per bucket. A request charges each rule its cost (one token, or with
+`cost: resources` one per resource it acts on), all rules in the same step; a cost larger
+than a rule's burst can never fit, so such a request is refused at once, never queued (AWS
+answers it RequestLimitExceeded too). A waiter cancelled (client gone) gives its slot back when no
 later slot was stacked on it and always frees its place in the queue.
 """
 
@@ -35,6 +38,7 @@ class Grant:
     key: str
     tat: float
     shape: BucketShape
+    cost: float
 
 
 class LocalRateLimiter:
@@ -70,25 +74,29 @@ class LocalRateLimiter:
         enforcing = self.judge_shadows(matched, op, now)
         if not enforcing:
             return 0.0
-        # Per rule: its bucket, its clock in tokens, the bucket's tat; and its own wait (s).
-        plans: list[tuple[RuleState, str, float, float]] = []
+        # Per rule: its bucket, its clock in tokens, the bucket's tat, the request's cost in
+        # its tokens; and its own wait (s).
+        plans: list[tuple[RuleState, str, float, float, int]] = []
         own: list[float] = []
         for state in enforcing:
+            cost = state.compiled.cost(op)
+            if cost > state.shape.burst:
+                raise self.refuse_oversized(state, cost)
             key = state.compiled.bucket_key(op)
             vnow = state.refill.at(now)
             tat = state.buckets.get(key, vnow)
-            plans.append((state, key, vnow, tat))
-            own.append((earliest_admission(tat, vnow, state.shape) - vnow) / state.rate)
+            plans.append((state, key, vnow, tat, cost))
+            own.append((earliest_admission(tat, vnow, state.shape, cost) - vnow) / state.rate)
         wait = max(own)
         if wait > self.policy.max_wait or (wait > 0 and self.waiting >= self.policy.max_queue):
             raise self.refuse(enforcing, own, wait)
         grants: list[Grant] = []
-        for state, key, vnow, tat in plans:
+        for state, key, vnow, tat, cost in plans:
             # Every rule is charged at the common admission time, in its own tokens.
-            new_tat = reserve(tat, vnow + wait * state.rate, state.shape)
+            new_tat = reserve(tat, vnow + wait * state.rate, state.shape, cost)
             state.buckets.put(key, new_tat, vnow)
             if wait > 0:
-                grants.append(Grant(state, key, new_tat, state.shape))
+                grants.append(Grant(state, key, new_tat, state.shape, cost))
         self.count_admitted(enforcing, own, now + wait)
         if wait <= 0:
             return 0.0
@@ -104,16 +112,17 @@ class LocalRateLimiter:
         for state in matched:
             if not state.shadow:
                 continue
+            cost = state.compiled.cost(op)
             key = state.compiled.bucket_key(op)
             vnow = state.refill.at(now)
             tat = state.buckets.get(key, vnow)
-            allow = earliest_admission(tat, vnow, state.shape)
-            if (allow - vnow) / state.rate > self.policy.max_wait:
+            allow = earliest_admission(tat, vnow, state.shape, cost)
+            if cost > state.shape.burst or (allow - vnow) / state.rate > self.policy.max_wait:
                 state.metrics.decisions["shadow_rejected"].inc()
                 continue
             decision = "shadow_delayed" if allow > vnow else "shadow_allowed"
             state.metrics.decisions[decision].inc()
-            state.buckets.put(key, reserve(tat, allow, state.shape), vnow)
+            state.buckets.put(key, reserve(tat, allow, state.shape, cost), vnow)
         return enforcing
 
     def refuse(
@@ -139,6 +148,17 @@ class LocalRateLimiter:
             first.name,
         )
 
+    @staticmethod
+    def refuse_oversized(state: RuleState, cost: int) -> RateLimited:
+        """A request needing more tokens than the rule's bucket holds: no wait makes it fit."""
+        state.metrics.decisions["rejected"].inc()
+        return RateLimited(
+            f"client-side rate limit {state.name!r} exceeded: the request needs {cost} "
+            f"tokens, more than the bucket holds ({state.shape.burst:g})",
+            state.shape.burst / state.rate,
+            state.name,
+        )
+
     def count_admitted(self, enforcing: list[RuleState], own_waits: list[float], at: float) -> None:
         for state, own in zip(enforcing, own_waits, strict=True):
             metrics = state.metrics
@@ -159,7 +179,7 @@ class LocalRateLimiter:
             await self._sleep(wait)
         except asyncio.CancelledError:
             for grant in grants:
-                grant.state.buckets.take_back(grant.key, grant.tat, grant.shape, 1.0)
+                grant.state.buckets.take_back(grant.key, grant.tat, grant.shape, grant.cost)
             raise
         finally:
             self.waiting -= 1

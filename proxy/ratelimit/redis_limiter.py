@@ -22,7 +22,9 @@ a request cancelled while its script was still running (its grant is not known h
 Most requests need no round trip at all: each replica leases slices of a bucket's spare
 room (proxy.ratelimit.lease) and admits from them in memory, refilling in the background;
 in any window a bucket admits at most `burst + rate*t + replicas * slice`. A request that
-would wait, or whose slice is empty, is decided by Redis as below.
+would wait, or whose slice is empty, is decided by Redis as below; so is every request that
+costs a rule more than one token (`cost: resources`), with its cost passed to the script: a
+slice is spent one token per request.
 
 Requests share round trips: what the requests of one event-loop turn ask of Redis goes out
 as one script call (per budget slot on Cluster), which decides them one after another, each
@@ -80,8 +82,8 @@ class _Ask:
     """What one request (or, on Cluster, its part in one slot) asks of Redis in a batch."""
 
     keys: list[str]
-    args: list[str]  # max_wait_us, then interval_us and burst per key
-    intervals_us: list[int]
+    args: list[str]  # max_wait_us, then interval_us, burst and cost (tokens) per key
+    charges_us: list[int]  # per key: what the grant moved the TAT (interval_us x cost)
     reply: asyncio.Future[list[int]] = field(default_factory=lambda: _new_future())
 
 
@@ -147,12 +149,20 @@ class RedisRateLimiter:
         enforcing = local.judge_shadows(matched, op, now)
         if not enforcing:
             return 0.0
+        costs = [state.compiled.cost(op) for state in enforcing]
+        for state, cost in zip(enforcing, costs, strict=True):
+            if cost > state.shape.burst:
+                raise local.refuse_oversized(state, cost)
         tags = [self._tag(state.compiled.budget_key(op)) for state in enforcing]
         keys = [
             bucket_redis_key(tag, state.name, state.compiled.per_key(op))
             for tag, state in zip(tags, enforcing, strict=True)
         ]
-        if self._config.lease_interval > 0 and self._spend_slices(enforcing, tags, keys, now):
+        if (
+            self._config.lease_interval > 0
+            and all(cost == 1 for cost in costs)
+            and self._spend_slices(enforcing, tags, keys, now)
+        ):
             local.count_admitted(enforcing, [0.0] * len(enforcing), now)
             return 0.0
         self._refuse_if_known_over(enforcing, keys, now)
@@ -161,7 +171,7 @@ class RedisRateLimiter:
         policy = local.policy
         # A full queue admits only what can go at once.
         max_wait = policy.max_wait if local.waiting < policy.max_queue else 0.0
-        asks = self._asks(enforcing, tags, keys, round(max_wait * 1e6))
+        asks = self._asks(enforcing, tags, keys, costs, round(max_wait * 1e6))
         try:
             # Each batch call is bounded by redis.timeout and always settles its asks.
             if len(asks) == 1:
@@ -176,7 +186,7 @@ class RedisRateLimiter:
         verdict = self._combine(asks, replies)
         if not verdict.admitted:
             self._give_back(asks, replies)
-            self._remember_over(keys, verdict.own_waits, now, max_wait)
+            self._remember_over(keys, costs, verdict.own_waits, now, max_wait)
             raise local.refuse(enforcing, verdict.own_waits, verdict.wait)
         local.count_admitted(enforcing, verdict.own_waits, now + verdict.wait)
         if verdict.wait <= 0:
@@ -231,7 +241,12 @@ class RedisRateLimiter:
     # -- batching ---------------------------------------------------------------------------
 
     def _asks(
-        self, enforcing: list[RuleState], tags: list[str], keys: list[str], max_wait_us: int
+        self,
+        enforcing: list[RuleState],
+        tags: list[str],
+        keys: list[str],
+        costs: list[int],
+        max_wait_us: int,
     ) -> list[_Ask]:
         """One ask per slot group of the request (one ask unless Cluster and mixed scopes),
         queued for this turn's batch."""
@@ -239,21 +254,25 @@ class RedisRateLimiter:
         if not self._config.cluster or len(enforcing) == 1:
             # The common case: one ask for the whole request.
             args = [str(max_wait_us)]
-            for state, interval_us in zip(enforcing, intervals_us, strict=True):
-                args += (str(interval_us), repr(state.shape.burst))
-            asks = [_Ask(keys, args, intervals_us)]
+            charges_us: list[int] = []
+            for state, interval_us, cost in zip(enforcing, intervals_us, costs, strict=True):
+                args += (str(interval_us), repr(state.shape.burst), str(cost))
+                charges_us.append(interval_us * cost)
+            asks = [_Ask(keys, args, charges_us)]
             group = tags[0] if self._config.cluster else ""
             self._pending.setdefault(group, []).append(asks[0])
             self._schedule_flush()
             return asks
         groups: dict[str, _Ask] = {}
-        for state, tag, key, interval_us in zip(enforcing, tags, keys, intervals_us, strict=True):
+        for state, tag, key, interval_us, cost in zip(
+            enforcing, tags, keys, intervals_us, costs, strict=True
+        ):
             ask = groups.get(tag)
             if ask is None:
                 ask = groups[tag] = _Ask([], [str(max_wait_us)], [])
             ask.keys.append(key)
-            ask.args += [str(interval_us), repr(state.shape.burst)]
-            ask.intervals_us.append(interval_us)
+            ask.args += [str(interval_us), repr(state.shape.burst), str(cost)]
+            ask.charges_us.append(interval_us * cost)
         for tag, ask in groups.items():
             self._pending.setdefault(tag, []).append(ask)
         self._schedule_flush()
@@ -343,8 +362,8 @@ class RedisRateLimiter:
             count = len(ask.keys)
             refund_args = [_NEVER if never_sent else reply[2]]
             granted = reply[3 + count : 3 + 2 * count]
-            for tat, interval_us in zip(granted, ask.intervals_us, strict=True):
-                refund_args += [tat, interval_us]
+            for tat, charge_us in zip(granted, ask.charges_us, strict=True):
+                refund_args += [tat, charge_us]
             self._spawn(self._refund(ask.keys, refund_args))
 
     def _spawn(self, work: Any) -> None:
@@ -377,12 +396,18 @@ class RedisRateLimiter:
                 )
 
     def _remember_over(
-        self, keys: list[str], own_waits: list[float], now: float, max_wait: float
+        self,
+        keys: list[str],
+        costs: list[int],
+        own_waits: list[float],
+        now: float,
+        max_wait: float,
     ) -> None:
         if len(self._over_limit) >= _OVER_LIMIT_CAP:
             self._over_limit = {k: u for k, u in self._over_limit.items() if u > now}
-        for key, own in zip(keys, own_waits, strict=True):
-            if own > max_wait:
+        for key, cost, own in zip(keys, costs, own_waits, strict=True):
+            # A refusal of several tokens says nothing of when one token fits.
+            if own > max_wait and cost == 1:
                 # Until then Redis would refuse this bucket anyway: no need to ask.
                 self._over_limit[key] = now + own - max_wait
 

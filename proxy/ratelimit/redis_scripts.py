@@ -46,8 +46,9 @@ end
 """
 
 # KEYS: every bucket of every request in the batch, request after request.
-# ARGV[1]: the requests, `;`-separated; each `count,max_wait_us,interval_us,burst,...` (one
-# interval and burst per key; stored with the TAT to notice a reload). One string in and one
+# ARGV[1]: the requests, `;`-separated; each `count,max_wait_us,interval_us,burst,cost,...`
+# (per key: the rule's interval and burst, stored with the TAT to notice a reload, and the
+# tokens the request takes from it: 1, or the resources it acts on). One string in and one
 # out keep the client's encoding and parsing cost per request small.
 # Returns the replies, `;`-separated; each `admitted (1|0),wait_us,admit_at_us,own_wait_us per
 # key[,TAT granted per key when admitted]`, which a cancelled waiter needs to take its grant
@@ -64,11 +65,11 @@ for spec in string.gmatch(ARGV[1], '[^;]+') do
   local admit = now
   local tats, own = {}, {}
   for i = 1, count do
-    local interval, burst = f[2 * i + 1], f[2 * i + 2]
+    local interval, burst, cost = f[3 * i], f[3 * i + 1], tonumber(f[3 * i + 2])
     local tat = read(KEYS[k + i], interval, burst)
     tats[i] = tat
     local step = tonumber(interval)
-    local allow = tat + step - tonumber(burst) * step
+    local allow = tat + cost * step - tonumber(burst) * step
     if allow < now then allow = now end
     own[i] = string.format('%d', allow - now)
     if allow > admit then admit = allow end
@@ -79,10 +80,10 @@ for spec in string.gmatch(ARGV[1], '[^;]+') do
   for i = 1, count do reply[#reply + 1] = own[i] end
   if admitted then
     for i = 1, count do
-      local interval, burst = f[2 * i + 1], f[2 * i + 2]
+      local interval, burst, cost = f[3 * i], f[3 * i + 1], tonumber(f[3 * i + 2])
       local base = tats[i]
       if admit > base then base = admit end
-      local tat = string.format('%d', math.floor(base + tonumber(interval)))
+      local tat = string.format('%d', math.floor(base + cost * tonumber(interval)))
       local ttl = math.ceil((tonumber(tat) - now) / 1000) + 1000
       redis.call('SET', KEYS[k + i], tat .. ':' .. interval .. ':' .. burst, 'PX', ttl)
       reply[#reply + 1] = tat
@@ -117,10 +118,11 @@ return got
 """
 )
 
-# KEYS: the buckets one grant charged. ARGV: admit_at_us, then granted_tat_us and interval_us
-# per key. A waiter cancelled before its slot gives the slot back, bucket by bucket, but only
-# where its grant is still the bucket's latest (the TAT is the one it set): refunding a grant
-# that later grants were stacked on would let a newcomer share a moment with a later waiter.
+# KEYS: the buckets one grant charged. ARGV: admit_at_us, then granted_tat_us and the
+# grant's charge (interval_us x cost) per key. A waiter cancelled before its slot gives the
+# slot back, bucket by bucket, but only where its grant is still the bucket's latest (the TAT
+# is the one it set): refunding a grant that later grants were stacked on would let a
+# newcomer share a moment with a later waiter.
 # Never refunds more than the grant took. Returns how many buckets were refunded.
 REFUND_SCRIPT = """
 local t = redis.call('TIME')

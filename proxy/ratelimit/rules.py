@@ -100,6 +100,10 @@ class CompiledRule:
             return False
         return self.matcher.matches(op.name)
 
+    def cost(self, op: Operation) -> int:
+        """Tokens `op` takes from this rule's bucket: 1, or the resources it acts on."""
+        return op.resources if self.rule.cost == "resources" else 1
+
     def budget_key(self, op: Operation) -> str:
         """Whose budget `op` spends under this rule's `scope`: `account/region`, `*/region`
         or `*/*` (also the Redis Cluster hash tag: one slot per account and region)."""
@@ -132,15 +136,16 @@ def compile_rule(rule: LimitRule) -> CompiledRule:
 
 def same_shape(a: LimitRule, b: LimitRule) -> bool:
     """True when bucket state of `a` stays meaningful for `b` (rate and burst may differ)."""
-    return (a.name, a.service, a.operations, a.per, a.prefix_depth, a.scope, a.unfiltered) == (
-        b.name,
-        b.service,
-        b.operations,
-        b.per,
-        b.prefix_depth,
-        b.scope,
-        b.unfiltered,
-    )
+    return (
+        a.name,
+        a.service,
+        a.operations,
+        a.per,
+        a.prefix_depth,
+        a.scope,
+        a.unfiltered,
+        a.cost,
+    ) == (b.name, b.service, b.operations, b.per, b.prefix_depth, b.scope, b.unfiltered, b.cost)
 
 
 def load_default_limits() -> tuple[LimitRule, ...]:
@@ -189,6 +194,8 @@ def describe_rules(rules: Sequence[LimitRule]) -> list[dict[str, object]]:
             entry["prefix_depth"] = rule.prefix_depth
         if rule.unfiltered is not None:
             entry["unfiltered"] = rule.unfiltered
+        if rule.cost != "requests":
+            entry["cost"] = rule.cost
         if rule.adaptive:
             entry["adaptive"] = True
         if rule.shadow:

@@ -362,13 +362,18 @@ BAD_CONFIGS: list[tuple[str, str]] = [
     ),
     (
         f"{LIMIT}, window: x}}\n",
-        "limits[0].window: unknown key (known keys: adaptive, burst, name, operations, per, "
-        "prefix_depth, rate, scope, service, shadow, unfiltered)",
+        "limits[0].window: unknown key (known keys: adaptive, burst, cost, name, operations, "
+        "per, prefix_depth, rate, scope, service, shadow, unfiltered)",
     ),
     (
         f"{LIMIT}, unfiltered: maybe}}\n",
         "limits[0].unfiltered: expected true or false, got str",
     ),
+    (
+        f"{LIMIT}, cost: instances}}\n",
+        "limits[0].cost: expected one of requests, resources, got 'instances'",
+    ),
+    (f"{LIMIT}, cost: 3}}\n", "limits[0].cost: expected a non-empty string, got int"),
     (
         f"{LIMIT}, scope: account}}\n",
         "limits[0].scope: expected one of account-region, region, global, got 'account'",
@@ -875,3 +880,9 @@ def test_defaults_spelled_out() -> None:
     assert config.connections == ConnectionsConfig(10.0, 75.0, 60.0, 60.0, 4096, 64 * 1024, 100)
     assert config.buffered_body_budget == 256 * 1024 * 1024
     assert (config.unsigned_payload, config.shutdown_grace) == (False, 20.0)
+
+
+def test_limit_cost_defaults_to_requests_and_takes_resources() -> None:
+    rule = {"name": "t", "service": "ec2", "rate": 20, "burst": 1000}
+    config = parse_config({"limits": [rule, {**rule, "name": "u", "cost": "resources"}]})
+    assert [limit.cost for limit in config.limits] == ["requests", "resources"]

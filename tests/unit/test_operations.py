@@ -192,6 +192,60 @@ def test_ec2_unfiltered_unpaginated_calls_are_told_apart(
     assert op.unfiltered is unfiltered
 
 
+@pytest.mark.parametrize(
+    ("method", "query", "body", "resources"),
+    [
+        # Three distinct instances, in the form body as the SDKs send them.
+        (
+            "POST",
+            "",
+            b"Action=TerminateInstances&InstanceId.1=i-1&InstanceId.2=i-2&InstanceId.3=i-3",
+            3,
+        ),
+        # The same instance named twice is one instance.
+        ("POST", "", b"Action=StopInstances&InstanceId.1=i-1&InstanceId.2=i-1", 1),
+        # In the query string (GET), numbering need not be dense.
+        ("GET", "Action=StartInstances&InstanceId.1=i-1&InstanceId.7=i-2", None, 2),
+        # Split between query and body: both count.
+        ("POST", "Action=StopInstances&InstanceId.1=i-1", b"InstanceId.2=i-2", 2),
+        # Percent-encoded parameter names are decoded first.
+        ("POST", "", b"Action=TerminateInstances&InstanceId%2E1=a&InstanceId.2=b", 2),
+        # Other list parameters are not instances.
+        ("POST", "", b"Action=StopInstances&InstanceId.1=i-1&Filter.1.Name=x", 1),
+        # No instance named: AWS's to refuse; it costs one.
+        ("POST", "", b"Action=TerminateInstances", 1),
+        # RunInstances is charged its MaxCount, the most AWS may launch.
+        ("POST", "", b"Action=RunInstances&MinCount=1&MaxCount=8", 8),
+        ("GET", "Action=RunInstances&MaxCount=25", None, 25),
+        # No MaxCount, or one that is not a count: 1.
+        ("POST", "", b"Action=RunInstances&MinCount=4", 1),
+        ("POST", "", b"Action=RunInstances&MaxCount=-3", 1),
+        ("POST", "", b"Action=RunInstances&MaxCount=0", 1),
+        ("POST", "", b"Action=RunInstances&MaxCount=%C2%B2", 1),
+        # A MaxCount past any bucket is bounded, not parsed without end.
+        ("POST", "", b"Action=RunInstances&MaxCount=" + b"9" * 5000, 1_000_000),
+        # Calls that are not priced by instances cost one whatever they name.
+        ("POST", "", b"Action=DescribeInstances&InstanceId.1=a&InstanceId.2=b", 1),
+        ("POST", "", b"Action=RebootInstances&InstanceId.1=a&InstanceId.2=b", 1),
+    ],
+)
+def test_ec2_calls_priced_by_instances_count_them(
+    method: str, query: str, body: bytes | None, resources: int
+) -> None:
+    hdrs = headers(content_type=FORM) if body else NO_HEADERS
+    op = classify(method, EC2, "/", query, hdrs, body)
+    assert op.name is not None
+    assert op.resources == resources
+    assert op.for_budget("123456789012", "us-east-1").resources == resources
+
+
+def test_only_ec2_calls_count_resources() -> None:
+    # An EC2-named action on a query service that is not EC2 is one request.
+    body = b"Action=TerminateInstances&InstanceId.1=a&InstanceId.2=b"
+    op = classify("POST", SQS, "/1/q", "", headers(content_type=FORM), body)
+    assert op.resources == 1
+
+
 def test_only_ec2_calls_are_marked_unfiltered() -> None:
     op = classify("POST", SQS, "/1/q", "", headers(content_type=FORM), b"Action=GetQueueUrl")
     assert op.name == "GetQueueUrl"
@@ -697,6 +751,7 @@ def test_for_budget_keeps_every_other_field() -> None:
         "account": "old",
         "region": "old",
         "unfiltered": True,
+        "resources": 7,
     }
     assert set(values) == {f.name for f in dataclasses.fields(Operation)}
     moved = Operation(**values).for_budget("123456789012", "eu-west-1")  # type: ignore[arg-type]

@@ -342,3 +342,140 @@ async def test_background_sweeper_runs_on_its_own() -> None:
         await asyncio.sleep(0.01)
     assert len(limiter.rules.states[0].buckets) == 0
     await limiter.close()
+
+
+# --- rules that charge by resources (EC2's resource token buckets) --------------------------
+
+TERMINATE_3 = Operation("ec2", "TerminateInstances", protocol="ec2", resources=3)
+TERMINATE_1 = Operation("ec2", "TerminateInstances", protocol="ec2", resources=1)
+
+
+def resource_rule(rate: float = 1.0, burst: float = 5.0) -> LimitRule:
+    return LimitRule(
+        "terminate-resources", "ec2", rate, burst, ("TerminateInstances",), cost="resources"
+    )
+
+
+async def test_a_resource_rule_charges_one_token_per_resource() -> None:
+    clock = FakeClock()
+    sleep = AdvancingSleep(clock)
+    metrics = Metrics()
+    limiter = LocalRateLimiter(
+        [resource_rule(rate=2, burst=5)],
+        LimitPolicy(max_wait=5, max_queue=100),
+        metrics,
+        clock,
+        sleep=sleep,
+    )
+    # 5 tokens: the first call takes 3 at once, the second needs 3 with 2 left, so it waits
+    # for one token to refill (0.5 s at 2/s) and then empties the bucket.
+    assert await limiter.acquire(TERMINATE_3) == 0.0
+    assert await limiter.acquire(TERMINATE_3) == pytest.approx(0.5)
+    # Now empty: one instance waits one interval, as a request would.
+    assert await limiter.acquire(TERMINATE_1) == pytest.approx(0.5)
+    # A decision is still counted once per request, not per token.
+    assert (
+        sample(metrics, "ratelimit_decisions_total", rule="terminate-resources", decision="allowed")
+        == 1
+    )
+    assert (
+        sample(metrics, "ratelimit_decisions_total", rule="terminate-resources", decision="delayed")
+        == 2
+    )
+    assert sample(metrics, "ratelimit_wait_seconds_count", rule="terminate-resources") == 3
+    await limiter.close()
+
+
+async def test_a_request_rule_still_charges_one_token_whatever_the_resources() -> None:
+    per_request = LimitRule("terminate", "ec2", 1, 2, ("TerminateInstances",))
+    limiter, _, _ = make([per_request], LimitPolicy(max_wait=0.0, max_queue=100))
+    assert [await limiter.acquire(TERMINATE_3) for _ in range(2)] == [0.0, 0.0]
+    with pytest.raises(RateLimited):
+        await limiter.acquire(TERMINATE_3)
+    await limiter.close()
+
+
+async def test_resources_are_charged_atomically_across_all_rules() -> None:
+    requests = LimitRule("terminate", "ec2", 1, 10, ("TerminateInstances",))
+    resources = resource_rule(rate=1, burst=5)
+    limiter, _, metrics = make([requests, resources], LimitPolicy(max_wait=0.0, max_queue=100))
+    assert await limiter.acquire(TERMINATE_3) == 0.0
+    # 2 instance tokens left: 3 more is refused by the resource rule and charges neither.
+    with pytest.raises(RateLimited) as refused:
+        await limiter.acquire(TERMINATE_3)
+    assert refused.value.rule == "terminate-resources"
+    assert sample(metrics, "ratelimit_decisions_total", rule="terminate", decision="rejected") == 0
+    # The request rule was not charged by the refusal: 9 request tokens, 2 instance tokens.
+    assert [await limiter.acquire(TERMINATE_1) for _ in range(2)] == [0.0, 0.0]
+    with pytest.raises(RateLimited) as refused:
+        await limiter.acquire(TERMINATE_1)
+    assert refused.value.rule == "terminate-resources"
+    await limiter.close()
+
+
+async def test_more_resources_than_the_burst_is_refused_at_once_never_queued() -> None:
+    sleep = GatedSleep()
+    # max_wait would let a 6-token call wait for its one missing token: it must not.
+    limiter, _, metrics = make(
+        [resource_rule(rate=100, burst=5)], LimitPolicy(max_wait=60, max_queue=100), sleep
+    )
+    huge = Operation("ec2", "TerminateInstances", protocol="ec2", resources=6)
+    with pytest.raises(RateLimited) as refused:
+        await limiter.acquire(huge)
+    assert refused.value.rule == "terminate-resources"
+    assert str(refused.value) == (
+        "client-side rate limit 'terminate-resources' exceeded: the request needs 6 tokens, "
+        "more than the bucket holds (5)"
+    )
+    assert sleep.calls == []
+    assert limiter.waiting == 0
+    assert (
+        sample(
+            metrics, "ratelimit_decisions_total", rule="terminate-resources", decision="rejected"
+        )
+        == 1
+    )
+    # Nothing was charged: a full burst still goes at once.
+    five = Operation("ec2", "TerminateInstances", protocol="ec2", resources=5)
+    assert await limiter.acquire(five) == 0.0
+    await limiter.close()
+
+
+async def test_a_cancelled_resource_waiter_gives_back_all_its_tokens() -> None:
+    sleep = GatedSleep()
+    limiter, clock, _ = make(
+        [resource_rule(rate=1, burst=5)], LimitPolicy(max_wait=10, max_queue=100), sleep
+    )
+    assert await limiter.acquire(TERMINATE_3) == 0.0
+    waiter = asyncio.create_task(limiter.acquire(TERMINATE_3))
+    await asyncio.sleep(0)
+    assert sleep.calls == pytest.approx([1.0])
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    # All 3 tokens came back: 2 are left now, as before the waiter.
+    limiter._sleep = AdvancingSleep(clock)  # a wait would show as a wait, not a hang
+    two = Operation("ec2", "TerminateInstances", protocol="ec2", resources=2)
+    assert await limiter.acquire(two) == 0.0
+    await limiter.close()
+
+
+async def test_changing_cost_on_reload_is_a_new_bucket() -> None:
+    limiter, _, _ = make([resource_rule(rate=1, burst=5)], LimitPolicy(max_wait=0.0, max_queue=100))
+    five = Operation("ec2", "TerminateInstances", protocol="ec2", resources=5)
+    assert await limiter.acquire(five) == 0.0
+    per_request = LimitRule("terminate-resources", "ec2", 1, 5, ("TerminateInstances",))
+    limiter.update_rules([per_request], LimitPolicy(max_wait=0.0, max_queue=100))
+    # A different shape: a fresh bucket of 5 requests, not the spent one of 5 instances.
+    assert [await limiter.acquire(five) for _ in range(5)] == [0.0] * 5
+    await limiter.close()
+
+
+async def test_shadow_resource_rule_counts_an_oversized_request_as_shadow_rejected() -> None:
+    shadow = LimitRule("s", "ec2", 1, 2, ("TerminateInstances",), shadow=True, cost="resources")
+    limiter, _, metrics = make([shadow])
+    assert await limiter.acquire(TERMINATE_3) == 0.0
+    assert await limiter.acquire(TERMINATE_1) == 0.0
+    assert sample(metrics, "ratelimit_decisions_total", rule="s", decision="shadow_rejected") == 1
+    assert sample(metrics, "ratelimit_decisions_total", rule="s", decision="shadow_allowed") == 1
+    await limiter.close()

@@ -146,7 +146,7 @@ def test_each_ec2_action_falls_in_exactly_one_default_bucket(
 ) -> None:
     rules = [compile_rule(r) for r in load_default_limits() if r.service == "ec2"]
     op = Operation("ec2", operation, protocol="ec2", unfiltered=unfiltered)
-    covering = [r for r in rules if r.covers(op)]
+    covering = [r for r in rules if r.covers(op) and r.rule.cost == "requests"]
     assert [r.name for r in covering] == [rule]
     assert (covering[0].rule.burst, covering[0].rule.rate) == shape
     # AWS evaluates each API on its own bucket.
@@ -156,11 +156,34 @@ def test_each_ec2_action_falls_in_exactly_one_default_bucket(
 def test_every_ec2_operation_has_exactly_one_default_bucket() -> None:
     from proxy.aws.operations import known_operations
 
-    rules = [compile_rule(r) for r in load_default_limits() if r.service == "ec2"]
+    ec2 = [r for r in load_default_limits() if r.service == "ec2"]
+    rules = [compile_rule(r) for r in ec2 if r.cost == "requests"]
     for name in sorted(known_operations("ec2")):
         for unfiltered in (False, True):
             op = Operation("ec2", name, protocol="ec2", unfiltered=unfiltered)
             assert len([r for r in rules if r.covers(op)]) == 1, (name, unfiltered)
+
+
+def test_defaults_hold_ec2s_resource_token_buckets() -> None:
+    # AWS's resource buckets count instances: (bucket, refill per second), one per call.
+    resources = {
+        rule.operations: (rule.burst, rule.rate, rule.name)
+        for rule in load_default_limits()
+        if rule.cost == "resources"
+    }
+    assert resources == {
+        ("RunInstances",): (1000, 2, "aws-ec2-run-instances-resources"),
+        ("TerminateInstances",): (1000, 20, "aws-ec2-terminate-instances-resources"),
+        ("StartInstances",): (1000, 2, "aws-ec2-start-instances-resources"),
+        ("StopInstances",): (1000, 20, "aws-ec2-stop-instances-resources"),
+    }
+    rules = [compile_rule(r) for r in load_default_limits() if r.service == "ec2"]
+    stop = Operation("ec2", "StopInstances", protocol="ec2", resources=7)
+    # The call spends its request bucket (one token) and its resource bucket (7).
+    assert {r.name: r.cost(stop) for r in rules if r.covers(stop)} == {
+        "aws-ec2-mutating": 1,
+        "aws-ec2-stop-instances-resources": 7,
+    }
 
 
 def test_user_rule_with_a_default_name_replaces_it_in_place() -> None:
@@ -195,6 +218,7 @@ def test_same_shape_ignores_rate_and_burst_only() -> None:
     assert not same_shape(rule, LimitRule("r", "s3", 10, 10, per="bucket"))
     assert not same_shape(rule, LimitRule("r", "s3", 10, 10, ("GetObject",), per="prefix"))
     assert not same_shape(rule, LimitRule("r", "s3", 10, 10, per="prefix", scope="region"))
+    assert not same_shape(rule, LimitRule("r", "s3", 10, 10, per="prefix", cost="resources"))
 
 
 @pytest.mark.parametrize(
@@ -266,4 +290,20 @@ def test_describe_rules_shows_what_check_config_prints() -> None:
             "adaptive": True,
             "shadow": True,
         },
+    ]
+
+
+def test_describe_rules_shows_a_rule_charged_by_resources() -> None:
+    rule = LimitRule("t", "ec2", 20, 1000, ("TerminateInstances",), cost="resources")
+    assert describe_rules([rule]) == [
+        {
+            "name": "t",
+            "service": "ec2",
+            "operations": ["TerminateInstances"],
+            "rate": 20,
+            "burst": 1000,
+            "per": "none",
+            "scope": "account-region",
+            "cost": "resources",
+        }
     ]
