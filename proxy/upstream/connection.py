@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 __all__ = ["HIGH_WATER", "OpenConnection", "Origin", "UpstreamConnection", "open_tcp"]
 
@@ -30,8 +29,10 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
+    """Where a connection goes. A tuple, not a frozen dataclass: one is built per request
+    (routing) and hashed twice (the idle pool's key), and a tuple does both in C."""
+
     scheme: str
     host: str
     port: int
@@ -70,7 +71,6 @@ class UpstreamConnection(asyncio.Protocol):
     more can come (`eof`), and waits bounded by `until`."""
 
     __slots__ = (
-        "_loop",
         "_read_paused",
         "_timer",
         "_timer_at",
@@ -78,17 +78,21 @@ class UpstreamConnection(asyncio.Protocol):
         "buffer",
         "eof",
         "idle_since",
+        "loop",
         "lost",
         "origin",
         "transport",
         "until",
+        "write",
         "write_paused",
     )
 
     def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
-        self._loop = loop
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
+        # The transport's own write once connected (no Python frame in between per request).
+        self.write: Callable[[bytes], None] = _not_connected
         self.buffer = bytearray()
         self.eof = False  # nothing more will arrive
         self.lost: Exception | None = None  # why the connection broke, when it did
@@ -105,6 +109,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
+        self.write = self.transport.write
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -134,6 +139,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- for the request using the connection ------------------------------------------------
 
+    def mark_idle(self) -> None:
+        self.idle_since = self.loop.time()
+
     def usable(self, now: float, keepalive: float) -> bool:
         """Still open, nothing unread, and not idle long enough for the server to drop it.
         Bytes on an idle connection (a late 408, data past the end of a body) would be parsed
@@ -145,10 +153,6 @@ class UpstreamConnection(asyncio.Protocol):
             and not self.transport.is_closing()
             and now - self.idle_since < keepalive
         )
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
 
     async def drain(self) -> None:
         """Wait while the transport holds more than its high-water mark (until `until`)."""
@@ -166,8 +170,8 @@ class UpstreamConnection(asyncio.Protocol):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = self.until
-            self._timer = self._loop.call_at(self.until, self._on_timer)
-        waiter = self._waiter = self._loop.create_future()
+            self._timer = self.loop.call_at(self.until, self._on_timer)
+        waiter = self._waiter = self.loop.create_future()
         try:
             await waiter
         finally:
@@ -200,11 +204,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._loop.time() < self.until:
+        if self.loop.time() < self.until:
             if self._waiter is not None:  # `until` moved on: wait for the new one
                 self._timer_at = self.until
-                self._timer = self._loop.call_at(self.until, self._on_timer)
+                self._timer = self.loop.call_at(self.until, self._on_timer)
             return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(TimeoutError())
+
+
+def _not_connected(data: bytes) -> None:
+    raise ConnectionResetError("upstream connection not made")

@@ -143,7 +143,7 @@ class Http1Response:
         the read timeout; the socket is not read while the consumer is behind (HIGH_WATER)."""
         read_timeout = self._pool.read_timeout
         while (conn := self._conn) is not None and self._remaining != 0:
-            conn.until = asyncio.get_running_loop().time() + read_timeout
+            conn.until = conn.loop.time() + read_timeout
             part = await (self._next_chunked(conn) if self._chunked else self._next_plain(conn))
             conn.consumed()
             if part:
@@ -286,7 +286,6 @@ class Http1Pool:
         conn: UpstreamConnection | None = None
         try:
             conn = self._checkout(origin, now) or await self._connect(loop, origin)
-            conn.until = _earliest(now + self.read_timeout, deadline)
             if isinstance(body, bytes | None):
                 if body and len(body) > _SEPARATE_WRITE:
                     conn.write(head)
@@ -294,11 +293,13 @@ class Http1Pool:
                 else:
                     conn.write(head + body if body else head)
                 if conn.write_paused:
+                    conn.until = _earliest(now + self.read_timeout, deadline)
                     await conn.drain()
             else:
                 await self._stream(loop, conn, head, body)
             # The answer gets its own read_timeout from the end of the send.
-            conn.until = _earliest(loop.time() + self.read_timeout, deadline)
+            until = loop.time() + self.read_timeout
+            conn.until = until if deadline is None or until < deadline else deadline
             return await self._answer(conn, method, preload)
         except BaseException:
             if conn is not None:
@@ -330,7 +331,7 @@ class Http1Pool:
         if len(idle) >= self._max_idle:
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.mark_idle()
         idle.append(conn)
 
     def _sweep(self) -> None:
