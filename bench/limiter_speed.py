@@ -4,7 +4,7 @@ One proxy process pinned to one core, a rule that never binds (so every request 
 limiter's whole decision and none is refused), wrk -t1 -c32 against it, nginx as the upstream;
 wrk, nginx and redis-server share the other core. Both runs happen in this one invocation, so
 the ratio compares like with like on a shared machine; the runs alternate (local, Redis,
-local, Redis, ...) and the best of each is kept. Beside req/s, the proxy process's own CPU
+Redis, local, ...) and the best of each is kept. Beside req/s, the proxy process's own CPU
 time per request served (from /proc, the lowest of the rounds): on a loaded machine req/s
 measures the neighbours too, CPU per request much less so (noise only ever adds to it).
 """
@@ -114,8 +114,11 @@ def compare(seconds: float = 5.0, rounds: int = 2) -> list[SpeedRow]:
             ),
             redis,
         ):
+            runs: list[tuple[str, int | None]] = [("local", None), ("redis", redis_port)]
             for round_ in range(rounds):
-                for name, port in (("local", None), ("redis", redis_port)):
+                # local, redis, redis, local, ...: a neighbour's load that comes or goes
+                # during the run weighs on both alike.
+                for name, port in runs if round_ % 2 == 0 else runs[::-1]:
                     config, listen = _config(workdir, upstream_port, port, f"{name}-{round_}")
                     result, cpu = _run(workdir, config, listen, f"{name}-{round_}", seconds)
                     kept = best.get(name)
