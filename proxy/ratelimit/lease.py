@@ -5,7 +5,9 @@ tokens the bucket can give at once, never a future slot) and admits requests fro
 here, with no round trip and no await. A slice is refilled in the background when half of it
 is spent, and expires `SLICE_TTL` seconds after its last refill was asked for, so a replica
 that stops calling does not sit on tokens. Nothing is given back to Redis: an unspent token
-was charged there and is simply lost, which can only admit less.
+was charged there and is simply lost, which can only admit less. (Giving it back is not
+safe: once the bucket has refilled past those tokens, a give-back credits room the bucket
+never had.)
 
 What this costs in accuracy: tokens a replica holds were charged in Redis before they are
 spent, so in any window a bucket admits at most `burst + rate*t` plus what the replicas held
