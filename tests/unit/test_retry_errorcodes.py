@@ -126,10 +126,11 @@ def test_hostile_bodies_are_fast() -> None:
         b"[" * 1_000_000,
         b"<" + b"x" * 2_000_000,
     ]
-    started = time.perf_counter()
+    # CPU time, not wall time: a loaded machine stretches the wall clock, not the work.
+    started = time.process_time()
     for body in bodies:
         assert error_code(NO_HEADERS, body) is None
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
 
 
 def test_clean_code() -> None:
