@@ -22,14 +22,19 @@ from structlog.typing import FilteringBoundLogger
 
 REQUEST_EVENT = "request"
 _stream: TextIO | None = None
+_write_soon: Callable[[str], int] | None = None
 _second, _second_text = -1, ""
 _component = '{"component": "proxy.request"'
 
 
 def use_stream(stream: TextIO | None) -> None:
-    """Write request lines to `stream` (configure_logging does this); None: via structlog."""
-    global _stream
+    """Write request lines to `stream` (configure_logging does this); None: via structlog.
+
+    A stream with a `write_soon` (the running proxy's TurnFlushedStream) takes the lines for
+    the end of the event-loop turn; any other is written and flushed line by line."""
+    global _stream, _write_soon
     _stream = stream
+    _write_soon = getattr(stream, "write_soon", None)
 
 
 def log_request(
@@ -66,8 +71,11 @@ def log_request(
         else:
             append(prefix + _json(redact_value(value)))
     append(f', "event": "request", "level": "info", "timestamp": "{_timestamp()}"}}\n')
-    stream.write("".join(parts))
-    stream.flush()
+    if _write_soon is not None:
+        _write_soon("".join(parts))
+    else:
+        stream.write("".join(parts))
+        stream.flush()
 
 
 # `, "key": ` for each key seen, or _REDACTED_KEY for a secret one: the request line's keys are

@@ -109,6 +109,7 @@ async def test_connections_over_the_cap_are_refused_and_logged_once(
                 writer.close()
         assert await eventually(lambda: metric(proxy, "throttle_proxy_connections_open") == 0, 3)
         assert (await exchange(proxy, describe())).status == 200
+        assert await eventually(lambda: '"event": "connections-refused"' in proxy.log_text(), 3)
         assert proxy.log_text().count('"event": "connections-refused"') == 1
 
 
@@ -128,7 +129,8 @@ async def test_out_of_file_descriptors_is_no_traceback_storm_and_serving_resumes
     config = {"routes": [{"host": EC2, "upstream": upstream.url}]}
     env = credential_env(tmp_path, {"THROTTLE_PROXY_LOOP": loop})
     with proxy_process(tmp_path, config, env=env, command=_FEW_FDS) as proxy:
-        assert '"event": "fd-limit-low"' in proxy.log_text()
+        # Polled: the port accepts from listen() on, so the start-up line may follow it.
+        assert await eventually(lambda: '"event": "fd-limit-low"' in proxy.log_text(), 5)
         opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         try:
             for _ in range(120):  # far past 64 descriptors

@@ -155,11 +155,12 @@ async def test_a_reload_applies_new_caps_to_the_next_request(
     assert b"more than 5 request headers" in refused.body
 
 
-def test_the_loop_is_uvloop_unless_ruled_out(proxy: ProxyProcess, tmp_path: Path) -> None:
-    assert '"loop": "uvloop"' in proxy.log_text()
+async def test_the_loop_is_uvloop_unless_ruled_out(proxy: ProxyProcess, tmp_path: Path) -> None:
+    # Polled: the port accepts from listen() on, so the start-up line may follow a moment later.
+    assert await eventually(lambda: '"loop": "uvloop"' in proxy.log_text(), 5)
     env = credential_env(tmp_path, {"THROTTLE_PROXY_LOOP": "asyncio"})
     with proxy_process(tmp_path, {}, env=env) as plain:
-        assert '"loop": "asyncio"' in plain.log_text()
+        assert await eventually(lambda: '"loop": "asyncio"' in plain.log_text(), 5)
 
 
 async def test_pipelined_requests_with_bodies_keep_each_body_its_own(
