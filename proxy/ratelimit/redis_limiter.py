@@ -149,18 +149,24 @@ class RedisRateLimiter:
         enforcing = local.judge_shadows(matched, op, now)
         if not enforcing:
             return 0.0
-        costs = [state.compiled.cost(op) for state in enforcing]
-        for state, cost in zip(enforcing, costs, strict=True):
+        # One pass over the rules (this runs for every request): cost, hash tag, bucket key.
+        costs: list[int] = []
+        tags: list[str] = []
+        keys: list[str] = []
+        single_tokens = True
+        for state in enforcing:
+            compiled = state.compiled
+            cost = compiled.cost(op)
             if cost > state.shape.burst:
                 raise local.refuse_oversized(state, cost)
-        tags = [self._tag(state.compiled.budget_key(op)) for state in enforcing]
-        keys = [
-            bucket_redis_key(tag, state.name, state.compiled.per_key(op))
-            for tag, state in zip(tags, enforcing, strict=True)
-        ]
+            single_tokens = single_tokens and cost == 1
+            tag = self._tag(compiled.budget_key(op))
+            costs.append(cost)
+            tags.append(tag)
+            keys.append(bucket_redis_key(tag, state.name, compiled.per_key(op)))
         if (
-            self._config.lease_interval > 0
-            and all(cost == 1 for cost in costs)
+            single_tokens
+            and self._config.lease_interval > 0
             and self._spend_slices(enforcing, tags, keys, now)
         ):
             local.count_admitted(enforcing, [0.0] * len(enforcing), now)
