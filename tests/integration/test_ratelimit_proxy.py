@@ -13,6 +13,7 @@ import yaml
 
 from tests.fakes.aws_upstream import FakeAws, Seen
 from tests.fakes.scripted_upstream import ScriptedUpstream, error
+from tests.integration.admin_metrics import metric
 from tests.integration.request_log import all_logged
 from tests.servers import ProxyProcess, proxy_process
 
@@ -49,14 +50,6 @@ def most_in_window(times: list[float], window: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
-
-
-async def metric(session: aiohttp.ClientSession, proxy: ProxyProcess, line_start: str) -> float:
-    async with session.get(f"{proxy.admin_url}/metrics") as answer:
-        for line in (await answer.text()).splitlines():
-            if line.startswith(line_start):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_limited_operation_is_paced_and_others_are_not(

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.fakes.aws_upstream import FakeAws
+from tests.integration.admin_metrics import metric
 from tests.servers import ProxyProcess, proxy_process
 
 EC2 = "ec2.us-east-1.amazonaws.com"
@@ -53,14 +54,6 @@ async def post(session: aiohttp.ClientSession, proxy: ProxyProcess, body: bytes)
 def forwarded(fake: FakeAws, body: bytes) -> int:
     digest = hashlib.sha256(body).hexdigest()
     return sum(1 for seen in fake.seen if seen.body_sha256 == digest)
-
-
-async def metric(session: aiohttp.ClientSession, proxy: ProxyProcess, line_start: str) -> float:
-    async with session.get(f"{proxy.admin_url}/metrics") as answer:
-        for line in (await answer.text()).splitlines():
-            if line.startswith(line_start):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_terminating_three_instances_drains_a_burst_of_five_in_two_calls(
