@@ -146,7 +146,12 @@ def classify(
         )
         resources = 1
         if protocol == "ec2" and (name == _RUN_INSTANCES or name in _INSTANCE_LIST_CALLS):
-            resources = _resources(name, _form_pairs(method, query, headers, body))
+            if body and not _form_body(method, headers, body):
+                # A body this does not read (over MAX_FORM_BODY, or not a form) may name any
+                # number of instances: charged the most, so the call is refused at once.
+                resources = _MAX_RESOURCES
+            else:
+                resources = _resources(name, _form_pairs(method, query, headers, body))
         return Operation(
             service, name, protocol=protocol, unfiltered=unfiltered, resources=resources
         )
@@ -183,12 +188,13 @@ def _resources(name: str, pairs: list[tuple[str, str]]) -> int:
     `MaxCount` (the most AWS may launch: charged in full, as AWS's bucket must hold it).
     At least 1: a call naming none (or a bad MaxCount) is AWS's to refuse, not ours to price."""
     if name == _RUN_INSTANCES:
+        # A repeated MaxCount is charged its largest value (which one AWS takes is AWS's).
         counts = [value for key, value in pairs if key == "MaxCount"]
-        if len(counts) != 1 or not (counts[0].isascii() and counts[0].isdigit()):
+        if not counts or not all(count.isascii() and count.isdigit() for count in counts):
             return 1
-        if len(counts[0]) > len(str(_MAX_RESOURCES)):
+        if any(len(count) > len(str(_MAX_RESOURCES)) for count in counts):
             return _MAX_RESOURCES
-        return max(1, min(int(counts[0]), _MAX_RESOURCES))
+        return max(1, min(max(int(count) for count in counts), _MAX_RESOURCES))
     ids = {value for key, value in pairs if _INSTANCE_ID.match(key)}
     return max(1, len(ids))
 

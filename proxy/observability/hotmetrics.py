@@ -52,9 +52,11 @@ class HotHistogramChild:
         self.created = time.time()
 
     def observe(self, amount: float) -> None:
+        self.sum += amount
+        if amount != amount:
+            return  # NaN: in the sum, in no bucket (and so not in _count), as prometheus_client
         # The first bucket whose upper bound is >= amount, as prometheus_client counts it.
         self.counts[bisect_left(self._upper, amount)] += 1
-        self.sum += amount
 
 
 class _Family:

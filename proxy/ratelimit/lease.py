@@ -88,7 +88,11 @@ class LeaseBook:
         found = self._slices.get(key)
         if found is None:
             if len(self._slices) >= MAX_SLICES:
-                self._slices = {k: s for k, s in self._slices.items() if s.expires > now}
+                # A slice with a refill out stays: dropping it would let the next ask send a
+                # second refill, and both grants would land on one slice (over S).
+                self._slices = {
+                    k: s for k, s in self._slices.items() if s.expires > now or s.refilling
+                }
                 if len(self._slices) >= MAX_SLICES:
                     return 0
             found = self._slices[key] = Slice()

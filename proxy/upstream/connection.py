@@ -163,8 +163,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def wait(self) -> None:
         """Wait for the next event: bytes, end of stream, writable again; TimeoutError at
-        `until`. Reading resumes first: whoever waits wants the bytes."""
-        if self._read_paused:
+        `until`. Reading resumes first when the buffer is below HIGH_WATER: a reader waits
+        only for bytes it lacks (never past HIGH_WATER: heads and framing lines are capped at
+        MAX_HEAD, preloads at 64 KiB), while a send stuck in `drain` must not let an upstream
+        that stopped reading our request flood the buffer with its answer."""
+        if self._read_paused and len(self.buffer) < HIGH_WATER:
             self._resume_reading()
         if self._timer is None or self.until < self._timer_at:
             if self._timer is not None:
@@ -194,8 +197,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.cancel_timer()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            # Bytes of a request we gave up on: a graceful close would keep the transport and
+            # those bytes (up to a whole body) until an upstream that stopped reading reads.
+            transport.abort()
+        else:
+            transport.close()
 
     def _wake(self) -> None:
         waiter = self._waiter

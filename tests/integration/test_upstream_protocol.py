@@ -4,10 +4,11 @@ body the consumer is slow to take, and the one re-armed timer on a reused connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from proxy.upstream.connection import HIGH_WATER, UpstreamConnection, open_tcp
 from proxy.upstream.http1 import Http1Pool, Origin
 
 BODY = b"0123456789abcdef" * 4096  # 64 KiB
@@ -146,7 +148,7 @@ async def flood() -> AsyncIterator[tuple[Origin, list[int]]]:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            writer.close()
+            writer.transport.abort()  # its buffer is full: a graceful close would never end
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     yield Origin("http", "127.0.0.1", server.sockets[0].getsockname()[1]), sent
@@ -179,6 +181,70 @@ async def test_a_slow_consumer_stops_the_upstream_instead_of_buffering(
         answer.release()
     finally:
         await pool.close()
+
+
+async def test_an_upstream_that_stops_reading_cannot_flood_the_buffer_while_we_send() -> None:
+    # It answers at once and keeps sending while our 256 MiB request body waits in `drain`:
+    # the receive buffer stays near HIGH_WATER instead of taking everything it sends.
+    handlers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(writer)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000000\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"x" * 65536)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.transport.abort()  # its buffer is full: a graceful close would never end
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    connections: list[UpstreamConnection] = []
+
+    async def opening(
+        origin: Origin,
+        ssl_context: ssl.SSLContext | None,
+        protocol_factory: Callable[[], UpstreamConnection],
+    ) -> UpstreamConnection:
+        connection = await open_tcp(origin, ssl_context, protocol_factory)
+        connections.append(connection)
+        return connection
+
+    pool = Http1Pool(
+        size=1,
+        connect_timeout=5.0,
+        read_timeout=5.0,
+        ssl_context=ssl.create_default_context(),
+        open_connection=opening,
+    )
+    origin = Origin("http", "127.0.0.1", server.sockets[0].getsockname()[1])
+    sending = asyncio.create_task(
+        pool.request(origin, "PUT", "/", [("Host", "h")], b"y" * (256 << 20))
+    )
+    try:
+        largest = 0
+        for _ in range(20):  # 1 s of the upstream flooding us while our send is stuck
+            await asyncio.sleep(0.05)
+            if connections:
+                largest = max(largest, len(connections[0].buffer))
+        assert connections
+        assert not sending.done()
+        # HIGH_WATER plus what one read can add past it; without the bound it grew by
+        # hundreds of MiB in a second. A slow machine only receives less.
+        assert largest < HIGH_WATER + (4 << 20)
+    finally:
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sending
+        await pool.close()
+        for writer in handlers:
+            writer.transport.abort()
+        server.close()
+        await server.wait_closed()
+        for _ in range(20):  # the closed transports finish closing on the loop's next turns
+            await asyncio.sleep(0.01)
 
 
 async def test_a_silent_answer_on_a_reused_connection_still_times_out() -> None:

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from proxy.observability.hotmetrics import HotCounter, HotHistogram
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-OBSERVED = [0.0, 0.004, 0.005, 0.0051, 0.3, 1.0, 7.5, 59.9, 60.0, 61.0, 1e9, 0.01]
+OBSERVED = [0.0, 0.004, 0.005, 0.0051, 0.3, 1.0, 7.5, 59.9, 60.0, 61.0, 1e9, 0.01, -1.0]
 
 
 def exposition(registry: CollectorRegistry) -> str:
@@ -39,8 +39,18 @@ def test_a_histogram_exports_what_prometheus_clients_does() -> None:
         reference.labels(rule).observe(value)
         hot.labels(rule).observe(value)
     assert exposition(ours) == exposition(theirs)
-    assert ours.get_sample_value("x_seconds_count", {"rule": "a"}) == 6
+    assert ours.get_sample_value("x_seconds_count", {"rule": "a"}) == 7
     assert ours.get_sample_value("x_seconds_bucket", {"rule": "b", "le": "0.01"}) == 3
+
+
+def test_a_nan_observation_is_counted_as_prometheus_client_counts_it() -> None:
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("x_seconds", "Time.", ["rule"], buckets=BUCKETS, registry=theirs)
+    hot = HotHistogram("x_seconds", "Time.", ["rule"], buckets=BUCKETS, registry=ours)
+    for value in (0.5, float("nan"), 2.0):
+        reference.labels("a").observe(value)
+        hot.labels("a").observe(value)
+    assert exposition(ours) == exposition(theirs)  # in the sum (NaN), in no bucket
 
 
 def test_empty_families_export_their_help_and_type_only() -> None:

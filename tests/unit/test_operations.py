@@ -224,6 +224,9 @@ def test_ec2_unfiltered_unpaginated_calls_are_told_apart(
         ("POST", "", b"Action=RunInstances&MaxCount=%C2%B2", 1),
         # A MaxCount past any bucket is bounded, not parsed without end.
         ("POST", "", b"Action=RunInstances&MaxCount=" + b"9" * 5000, 1_000_000),
+        # A repeated MaxCount is charged its largest (a client cannot hide a launch behind 1).
+        ("POST", "", b"Action=RunInstances&MaxCount=1&MaxCount=900", 900),
+        ("GET", "Action=RunInstances&MaxCount=700&MaxCount=7", None, 700),
         # Calls that are not priced by instances cost one whatever they name.
         ("POST", "", b"Action=DescribeInstances&InstanceId.1=a&InstanceId.2=b", 1),
         ("POST", "", b"Action=RebootInstances&InstanceId.1=a&InstanceId.2=b", 1),
@@ -237,6 +240,18 @@ def test_ec2_calls_priced_by_instances_count_them(
     assert op.name is not None
     assert op.resources == resources
     assert op.for_budget("123456789012", "us-east-1").resources == resources
+
+
+def test_a_priced_call_with_a_body_it_cannot_read_is_charged_the_most() -> None:
+    # The IDs may be in a form body over the parsing limit: counted as the most there can be
+    # (the limiter then refuses the call at once), never as one.
+    big = b"&".join(b"InstanceId.%d=i-%017d" % (n, n) for n in range(1, 3000))
+    assert len(big) > MAX_FORM_BODY
+    op = classify("POST", EC2, "/", "Action=TerminateInstances", headers(content_type=FORM), big)
+    assert op.resources == 1_000_000
+    # So is a body that is not a form at all.
+    op = classify("POST", EC2, "/", "Action=StopInstances", headers(), b"{}")
+    assert op.resources == 1_000_000
 
 
 def test_only_ec2_calls_count_resources() -> None:

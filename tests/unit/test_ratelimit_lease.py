@@ -161,6 +161,24 @@ def test_slices_are_bounded_in_number() -> None:
     assert len(book) == 1
 
 
+def test_a_slice_with_a_refill_out_survives_the_clearing() -> None:
+    # Full of slices, an expired one whose refill is still out must stay: dropped, its next
+    # ask would send a second refill, and both grants would land on one slice (over S).
+    clock = FakeClock()
+    book = LeaseBook()
+    now = clock.monotonic()
+    first = book.ask("victim", 10, now)  # a refill goes out, not yet granted
+    for i in range(MAX_SLICES - 1):
+        wanted = book.ask(f"k{i}", 10, now)
+        book.granted(f"k{i}", wanted, wanted, now, rate=1000)
+    clock.advance(SLICE_TTL)  # every granted slice expires; the victim's refill is still out
+    now = clock.monotonic()
+    assert book.ask("newcomer", 10, now) == FIRST_SLICE  # the clearing ran
+    assert book.ask("victim", 10, now) == 0  # its refill is out: no second one
+    book.granted("victim", first, first, now - SLICE_TTL, rate=1000)
+    assert book.held("victim") <= 10
+
+
 class _ModelBucket:
     """The Redis bucket as the scripts keep it (GCRA, in seconds)."""
 
