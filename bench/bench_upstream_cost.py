@@ -45,6 +45,8 @@ _TARGET = "/?Action=DescribeInstances&Version=2016-11-15"
 _CONCURRENCY = 8
 
 
+# Its own copy of bench_request_cost's upstream on purpose: the --child run imports `proxy`
+# from the measured tree's PYTHONPATH, so this script must not put its checkout on sys.path.
 class _Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport

@@ -64,3 +64,13 @@ async def all_logged(proxy: ProxyProcess, count: int) -> list[LoggedRequest]:
     just after its answer, so the client may see the answer first)."""
     assert await eventually(lambda: len(logged_requests(proxy)) >= count, 10)
     return logged_requests(proxy)
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """The most of the sorted `times` that fall in any window of `window` seconds."""
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] < t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

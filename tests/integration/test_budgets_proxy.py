@@ -14,7 +14,8 @@ import aiohttp
 import yaml
 
 from tests.fakes.aws_upstream import FakeAws
-from tests.integration.request_log import all_logged, event_times
+from tests.integration.request_log import all_logged, event_times, most_in_window
+from tests.polling import eventually
 from tests.servers import ProxyProcess, proxy_process
 
 EAST = "ec2.us-east-1.amazonaws.com"
@@ -57,20 +58,8 @@ async def _reload(
     proxy.config_path.write_text(yaml.safe_dump(full))
     reloads = proxy.log_text().count('"reloaded"')
     proxy.signal(signal.SIGHUP)
-    for _ in range(200):
-        if proxy.log_text().count('"reloaded"') > reloads:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the proxy never reloaded")
-
-
-def _most_in_window(times: list[float], window: float) -> int:
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while times[start] < t - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+    reloaded = await eventually(lambda: proxy.log_text().count('"reloaded"') > reloads, 2)
+    assert reloaded, "the proxy never reloaded"
 
 
 async def test_each_region_of_an_account_has_its_own_budget(
@@ -138,8 +127,8 @@ async def test_tighten_then_loosen_under_load(tmp_path: Path, fake_aws: FakeAws)
     grown = [t for t in admitted if loosened <= t < tightened]
     shrunk = [t for t in admitted if tightened <= t]
     for window in (0.1, 0.25, 0.5):
-        assert _most_in_window(grown, window) <= 10 + 20 * window + 1, (window, grown)
-        assert _most_in_window(shrunk, window) <= 3 + 5 * window + 1, (window, shrunk)
+        assert most_in_window(grown, window) <= 10 + 20 * window + 1, (window, grown)
+        assert most_in_window(shrunk, window) <= 3 + 5 * window + 1, (window, shrunk)
     # No credit from the growth: the bucket was empty under load, so the first 0.2 s admit
     # what refills (20/s) plus the old burst at most, not the new burst of 10.
     assert len([t for t in grown if t < loosened + 0.2]) <= 2 + 20 * 0.2 + 1, grown

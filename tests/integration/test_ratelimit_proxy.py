@@ -14,7 +14,7 @@ import yaml
 from tests.fakes.aws_upstream import FakeAws, Seen
 from tests.fakes.scripted_upstream import ScriptedUpstream, error
 from tests.integration.admin_metrics import metric
-from tests.integration.request_log import all_logged
+from tests.integration.request_log import all_logged, most_in_window
 from tests.servers import ProxyProcess, proxy_process
 
 EC2 = "ec2.us-east-1.amazonaws.com"
@@ -41,15 +41,6 @@ async def ec2(
 
 def arrivals(fake: FakeAws, action: str) -> list[float]:
     return sorted(s.arrived for s in fake.seen if f"Action={action}" in s.query)
-
-
-def most_in_window(times: list[float], window: float) -> int:
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while times[start] < t - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def test_limited_operation_is_paced_and_others_are_not(
