@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from proxy.credentials.base import Credentials
 from proxy.signing.sigv4 import (
     EMPTY_SHA256,
     UNSIGNED_PAYLOAD,
+    ScopeKey,
     SignedRequest,
     SigningInput,
     SigningKeyCache,
@@ -335,6 +337,18 @@ def test_key_cache_derives_once_and_is_bounded() -> None:
     assert keys.key("other", "20150830", "us-east-1", "service") != first
     keys.clear()
     assert len(keys) == 0
+
+
+@pytest.mark.parametrize("key", [b"", b"k" * 32, bytes(range(64))])
+def test_scope_key_signature_is_hmac_sha256(key: bytes) -> None:
+    scoped = ScopeKey(key, "20150830/us-east-1/service/aws4_request")
+    for message in [b"", b"AWS4-HMAC-SHA256\n" * 9, bytes(range(256))]:
+        expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+        # Twice: a signature must leave the precomputed pad states as they were.
+        assert scoped.signature(message) == expected
+        assert scoped.signature(message) == expected
+    with pytest.raises(ValueError, match="32 bytes"):
+        ScopeKey(b"k" * 65, "s")
 
 
 def test_key_cache_holds_no_secret() -> None:
