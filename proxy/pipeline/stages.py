@@ -2,7 +2,9 @@
 
     accept → route → body → classify → [client fault] → limit → attempt loop → answer, then record
 
-Each stage is a function of the request context, run in the order of STAGES. A stage that
+Each stage is a function of the request context, run in the order of STAGES: one whose work
+is done at once returns None, one that must wait returns what to await (a request costs a
+coroutine only where it waits; most stages of a small GET never do). A stage that
 refuses raises a ProxyError, which becomes the answer in the service's own format; record
 writes the one log line and the metrics whatever happened. The front (proxy.front) hands
 every request over as an Exchange (its own request object and response writer): nothing here
@@ -26,7 +28,7 @@ from proxy.aws.headers import forwardable_request_headers, response_headers
 from proxy.aws.operations import classify, error_protocol
 from proxy.aws.routing import single_host
 from proxy.aws.s3family import speaks_s3
-from proxy.bodies.client import declared_length, sha256_hex
+from proxy.bodies.client import ClientBody, declared_length, sha256_hex
 from proxy.bodies.intake import read_body, refuse_before_continue
 from proxy.clock import Clock
 from proxy.credentials.base import CredentialSource
@@ -49,7 +51,7 @@ from proxy.pipeline.context import PipelineParts, RequestContext, Services
 from proxy.pipeline.record import RequestRecord
 from proxy.pipeline.send import send_once
 from proxy.report.recorder import RunRecorder
-from proxy.signing.sigv4 import SigningKeyCache
+from proxy.signing.sigv4 import EMPTY_SHA256, SigningKeyCache
 from proxy.upstream.client import UpstreamClient, UpstreamResponse, stream_body
 
 log = get_logger("proxy.request")
@@ -63,20 +65,20 @@ _request_ids = itertools.count(1)
 _ID_PREFIX = os.urandom(4).hex()
 
 
-Stage = Callable[[RequestContext], Awaitable[None]]
+Stage = Callable[[RequestContext], Awaitable[None] | None]
 
 
 # -- the stages, in order ------------------------------------------------------------------
 
 
-async def accept(ctx: RequestContext) -> None:
+def accept(ctx: RequestContext) -> None:
     """A request the front could not parse (or capped) is refused before anything else."""
     refusal = ctx.exchange.refusal
     if refusal is not None and not ctx.exchange.method:
         raise refusal
 
 
-async def route(ctx: RequestContext) -> None:
+def route(ctx: RequestContext) -> None:
     """Where it goes and whether it may go there (three ways in; CONNECT refused)."""
     exchange = ctx.exchange
     ctx.target = ctx.parts.router.resolve(
@@ -92,7 +94,7 @@ async def route(ctx: RequestContext) -> None:
         raise exchange.refusal
 
 
-async def body(ctx: RequestContext) -> None:
+def body(ctx: RequestContext) -> Awaitable[None] | None:
     """Refuse what cannot be taken (413, the memory budget's 503) before inviting the body
     with 100 Continue; then buffer it, spool it, or hand it over as a stream (bodies.intake)."""
     exchange, config, target = ctx.exchange, ctx.parts.config, ctx.target
@@ -102,7 +104,7 @@ async def body(ctx: RequestContext) -> None:
     if source is None and "Expect" not in headers:
         # No body (the parser saw no Content-Length and no chunked framing): a plain GET.
         ctx.forwardable = forwardable_request_headers(headers)
-        return
+        return None
     streamable = speaks_s3(target.endpoint.service) and exchange.method in ("PUT", "POST")
     length = declared_length(headers.get("Content-Length"))
     limits = ctx.services.body_limits(config)
@@ -124,20 +126,27 @@ async def body(ctx: RequestContext) -> None:
         exchange.send_continue()
     ctx.forwardable = forwardable_request_headers(headers)
     if source is None:
-        return
-    ctx.body = await read_body(
-        source,
-        headers,
-        ctx.forwardable,
-        length,
-        limits,
-        s3_upload=streamable,
-        has_body=True,
-        resigned=not target.presigned,
+        return None
+    return _read_body(
+        ctx,
+        read_body(
+            source,
+            headers,
+            ctx.forwardable,
+            length,
+            limits,
+            s3_upload=streamable,
+            has_body=True,
+            resigned=not target.presigned,
+        ),
     )
 
 
-async def classify_request(ctx: RequestContext) -> None:
+async def _read_body(ctx: RequestContext, reading: Awaitable[ClientBody]) -> None:
+    ctx.body = await reading
+
+
+def classify_request(ctx: RequestContext) -> None:
     """Which AWS operation (rate-limit rules, metric labels, error format)."""
     exchange, target = ctx.exchange, ctx.target
     assert target is not None
@@ -147,11 +156,13 @@ async def classify_request(ctx: RequestContext) -> None:
     ).for_budget(ctx.identity.budget_account, target.endpoint.region)
 
 
-async def client_fault(ctx: RequestContext) -> None:
+def client_fault(ctx: RequestContext) -> Awaitable[None] | None:
     """Load tests: a fault rule `at: client` answers the app itself (or cuts it off)."""
+    return _client_fault(ctx) if ctx.services.faults.client_on else None
+
+
+async def _client_fault(ctx: RequestContext) -> None:
     faults = ctx.services.faults
-    if not faults.client_on:
-        return
     target, op, exchange = ctx.target, ctx.operation, ctx.exchange
     assert target is not None
     assert op is not None
@@ -189,7 +200,8 @@ async def attempt_loop(ctx: RequestContext) -> None:
         forwardable = forwardable_request_headers(exchange.headers)
     headers = body.upstream_headers(forwardable)
     if body.data is not None:
-        payload_hash: str | None = await sha256_hex(body.data)
+        # Awaited only for a body to hash (a large one is hashed off the loop).
+        payload_hash: str | None = await sha256_hex(body.data) if body.data else EMPTY_SHA256
     else:
         payload_hash = body.spool.sha256 if body.spool is not None else None
     # One deadline on one clock: retry.max_total_time bounds the backoffs and the wait for an
@@ -223,7 +235,7 @@ async def attempt_loop(ctx: RequestContext) -> None:
     ctx.attempts = result.attempts
 
 
-async def answer(ctx: RequestContext) -> None:
+def answer(ctx: RequestContext) -> Awaitable[None] | None:
     """Stream the upstream answer back: small ones in one write, others as they arrive."""
     upstream, exchange = ctx.upstream, ctx.exchange
     assert upstream is not None
@@ -234,14 +246,20 @@ async def answer(ctx: RequestContext) -> None:
     head_only = exchange.method == "HEAD"
     if upstream.body is not None and not head_only:
         exchange.respond(upstream.status, headers, upstream.body)
-        return
+        return None
     length = upstream.headers.get("Content-Length")
     exchange.start(
         upstream.status, headers, int(length) if length is not None and length.isdigit() else None
     )
     if head_only:
         exchange.end()
-        return
+        return None
+    return _stream_answer(ctx, upstream, exchange)
+
+
+async def _stream_answer(
+    ctx: RequestContext, upstream: UpstreamResponse, exchange: Exchange
+) -> None:
     try:
         async for chunk in stream_body(upstream):
             await exchange.write(chunk)
@@ -315,7 +333,9 @@ class RequestPipeline:
         )
         try:
             for stage in STAGES:
-                await stage(ctx)
+                waiting = stage(ctx)
+                if waiting is not None:
+                    await waiting
                 if exchange.finished:
                     break  # answered early (a fault rule at the client)
         except ProxyError as error:
