@@ -27,7 +27,6 @@ from proxy.config.model import Config, ConfigError, load_config
 from proxy.credentials.base import CredentialSource
 from proxy.credentials.route_identities import IdentityKeeper, IdentitySources
 from proxy.faults.stage import FaultInjector
-from proxy.front.exchange import Exchange
 from proxy.front.guard import Front
 from proxy.front.listener import open_listener, raise_fd_limit
 from proxy.observability.logs import get_logger
@@ -102,8 +101,9 @@ class ProxyServer:
             on_inject=lambda op, _rule: self.recorder.fault(op.service, op.label),
         )
         self._admin_token = read_admin_token(config)
-        # Read at scrape time from the count _handle keeps anyway: no gauge update per request.
-        self.metrics.inflight_requests.set_function(lambda: self._inflight)
+        # Read at scrape time from the count the pipeline keeps anyway: no gauge update per
+        # request.
+        self.metrics.inflight_requests.set_function(self._inflight)
         self.pipeline: RequestPipeline | None = None
         self.identities: IdentityKeeper | None = None
         self.readiness = ReadinessProbe()
@@ -111,7 +111,6 @@ class ProxyServer:
         self.front: Front | None = None
         self._listener: asyncio.Server | None = None
         self._draining = False
-        self._inflight = 0
         self.addresses: BoundAddresses | None = None
         self._background: set[asyncio.Task[bool]] = set()
         self._reload_lock = asyncio.Lock()
@@ -154,7 +153,7 @@ class ProxyServer:
         )
         raise_fd_limit(self.config.connections.max_connections)
         self.front = Front(self.config.connections, self.config.buffered_body_budget, self.metrics)
-        self.front.start(self._handle)
+        self.front.start(self.pipeline.handle)
         try:
             self._listener = await open_listener(self.front, *self.config.listen)
         except OSError as exc:
@@ -193,13 +192,9 @@ class ProxyServer:
         host, port = runner.addresses[0][:2]
         return str(host), int(port)
 
-    async def _handle(self, exchange: Exchange) -> None:
-        assert self.pipeline is not None
-        self._inflight += 1
-        try:
-            await self.pipeline.handle(exchange)
-        finally:
-            self._inflight -= 1
+    def _inflight(self) -> int:
+        """Requests being answered now (the pipeline counts them)."""
+        return self.pipeline.inflight if self.pipeline is not None else 0
 
     def _admin_app(self) -> web.Application:
         app = web.Application()
@@ -304,9 +299,9 @@ class ProxyServer:
             self.front.draining = True
             self.front.close_idle()
         deadline = asyncio.get_running_loop().time() + grace
-        while self._inflight > 0:
+        while self._inflight() > 0:
             if asyncio.get_running_loop().time() >= deadline:
-                log.warning("drain-timeout", inflight=self._inflight)
+                log.warning("drain-timeout", inflight=self._inflight())
                 break
             await asyncio.sleep(0.05)
 

@@ -318,6 +318,7 @@ class RequestPipeline:
             only_identity=Identities.single(credentials),
         )
         self._metrics = metrics
+        self.inflight = 0  # requests in handle now: the in-flight gauge and the drain read it
         # At warning and above the per-request line is not written: skip building it too.
         self._record = RequestRecord(
             metrics, recorder, parts.config.log_level in REQUEST_LOG_LEVELS
@@ -331,6 +332,7 @@ class RequestPipeline:
             f"{_ID_PREFIX}-{next(_request_ids):x}",
             time.perf_counter(),
         )
+        self.inflight += 1
         try:
             for stage in STAGES:
                 waiting = stage(ctx)
@@ -351,6 +353,7 @@ class RequestPipeline:
             log.exception("internal-error", request_id=ctx.request_id)
             self._answer_error(ctx, ProxyError("internal error in throttle-proxy; see its log"))
         finally:
+            self.inflight -= 1
             ctx.hold(None)
             ctx.body.discard()  # a spooled body's file goes whatever happened
             self._record(ctx)
