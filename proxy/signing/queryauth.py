@@ -11,7 +11,9 @@ an incomplete presign) are removed first, as its auth headers are.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 from proxy.bodies.client import ClientBody, stream_exactly
@@ -46,9 +48,11 @@ SECRET_PARAMETERS = frozenset(
         "securitytoken",
     }
 )
-# Substrings one of those names must contain when not percent-encoded: the cheap test that
-# lets an ordinary query through without being split.
-_TELLTALES = ("x-amz-", "signature", "awsaccesskeyid", "securitytoken")
+# Substrings one of those names must contain when not percent-encoded (searched for in the
+# lower-cased query): the cheap test that lets an ordinary query through without being split.
+_TELLTALE = re.compile("x-amz-|signature|awsaccesskeyid|securitytoken")
+# Bounds the memo to 1024 entries of at most 256 characters: a client cannot grow it.
+_MEMO_QUERY_LENGTH = 256
 
 
 @request_value
@@ -65,9 +69,20 @@ def _name(pair: str) -> str:
 
 def client_query_auth(query: str) -> QueryAuth:
     """Presigned: the query unchanged. Otherwise: the query without auth parameters (the
-    other parameters keep their bytes and order)."""
-    lowered = query.lower()
-    if "%" not in query and not any(telltale in lowered for telltale in _TELLTALES):
+    other parameters keep their bytes and order). Short queries, which apps repeat call after
+    call, are memoised: the answer depends on the query alone and is never changed."""
+    if len(query) <= _MEMO_QUERY_LENGTH:
+        return _memo_client_query_auth(query)
+    return _client_query_auth(query)
+
+
+@lru_cache(maxsize=1024)
+def _memo_client_query_auth(query: str) -> QueryAuth:
+    return _client_query_auth(query)
+
+
+def _client_query_auth(query: str) -> QueryAuth:
+    if "%" not in query and _TELLTALE.search(query.lower()) is None:
         return QueryAuth(query, False)
     pairs = query.split("&")
     given = {_name(pair) for pair in pairs if pair.partition("=")[2]}

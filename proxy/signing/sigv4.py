@@ -160,9 +160,21 @@ class SigningKeyCache:
         # the common case skips hashing it again: an identity check, not a comparison.
         self._last_secret: str | None = None
         self._last_digest = b""
+        # The entry the last lookup returned (the most recent in _keys): requests come in runs
+        # of one secret, day and scope, and comparing four strings is cheaper than an LRU hit.
+        self._last: tuple[str, str, str, str, ScopeKey] | None = None
 
     def scoped(self, secret: str, date: str, region: str, service: str) -> ScopeKey:
         """The key for (secret, yyyymmdd, region, service) and its scope, derived at most once."""
+        last = self._last
+        if (
+            last is not None
+            and last[0] is secret
+            and last[1] == date
+            and last[2] == region
+            and last[3] == service
+        ):
+            return last[4]
         if secret is not self._last_secret:
             self._last_digest = hashlib.sha256(secret.encode("utf-8")).digest()
             self._last_secret = secret
@@ -170,15 +182,16 @@ class SigningKeyCache:
         found = self._keys.get(cache_key)
         if found is not None:
             self._keys.move_to_end(cache_key)
-            return found
-        derived = ScopeKey(
-            derive_signing_key(secret, date, region, service),
-            f"{date}/{region}/{service}/aws4_request",
-        )
-        self._keys[cache_key] = derived
-        if len(self._keys) > self._max_entries:
-            self._keys.popitem(last=False)
-        return derived
+        else:
+            found = ScopeKey(
+                derive_signing_key(secret, date, region, service),
+                f"{date}/{region}/{service}/aws4_request",
+            )
+            self._keys[cache_key] = found
+            if len(self._keys) > self._max_entries:
+                self._keys.popitem(last=False)
+        self._last = (secret, date, region, service, found)
+        return found
 
     def key(self, secret: str, date: str, region: str, service: str) -> bytes:
         """The signing key for (secret, yyyymmdd, region, service), derived at most once."""
@@ -187,6 +200,7 @@ class SigningKeyCache:
     def clear(self) -> None:
         """Forget every key (e.g. after credentials were revoked)."""
         self._keys.clear()
+        self._last = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -304,7 +318,7 @@ def sign(req: SigningInput, creds: Credentials, now: float, keys: SigningKeyCach
     are replaced; every other client header is forwarded, and signed unless hops may change it
     (UNSIGNED_HEADERS). Header values must be final: a header changed after signing breaks it.
     """
-    date_time = amz_date(now)
+    date_time = _amz_date_of_second(int(now))  # amz_date(now), without its call
     scoped = keys.scoped(creds.secret_access_key, date_time[:8], req.region, req.service)
 
     forwarded: list[tuple[str, str]] = []
@@ -340,6 +354,8 @@ def sign(req: SigningInput, creds: Credentials, now: float, keys: SigningKeyCach
     path = req.path
     if req.service in S3_SIGNING_NAMES:
         path = uri = s3_path_to_send(path)
+    elif path == "/":
+        uri = path  # every query and JSON API: nothing to normalise or encode
     else:
         if not path.startswith("/"):
             path = "/" + path

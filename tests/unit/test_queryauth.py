@@ -49,6 +49,15 @@ def test_auth_parameters_of_unsigned_requests_are_removed(query: str, kept: str)
     assert client_query_auth(query) == QueryAuth(kept, presigned=False)
 
 
+def test_long_queries_are_read_as_short_ones() -> None:
+    # Past the memo's length bound the same rules apply, each call worked out afresh.
+    padding = "&".join(f"p{i}=v" for i in range(60))
+    assert len(padding) > 256
+    assert client_query_auth(f"{padding}&X-AMZ-SECURITY-TOKEN=t") == QueryAuth(padding, False)
+    assert client_query_auth(f"{padding}&{V4}") == QueryAuth(f"{padding}&{V4}", True)
+    assert client_query_auth(padding) == QueryAuth(padding, False)
+
+
 def test_router_marks_presigned_targets_and_strips_the_rest() -> None:
     router = Router(parse_config({}))
     host = "my-bucket.s3.us-west-2.amazonaws.com"

@@ -351,6 +351,27 @@ def test_scope_key_signature_is_hmac_sha256(key: bytes) -> None:
         ScopeKey(b"k" * 65, "s")
 
 
+def test_key_cache_answers_a_run_of_one_scope_and_follows_every_change() -> None:
+    keys = SigningKeyCache()
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    first = keys.scoped(secret, "20150830", "us-east-1", "ec2")
+    assert keys.scoped(secret, "20150830", "us-east-1", "ec2") is first
+    # An equal secret in another string object is the same key; each field of the scope counts.
+    assert keys.scoped("".join(list(secret)), "20150830", "us-east-1", "ec2").key == first.key
+    for date, region, service in [
+        ("20150831", "us-east-1", "ec2"),
+        ("20150830", "us-west-2", "ec2"),
+        ("20150830", "us-east-1", "sqs"),
+    ]:
+        other = keys.scoped(secret, date, region, service)
+        assert other.key == derive_signing_key(secret, date, region, service)
+        assert other.scope == f"{date}/{region}/{service}/aws4_request"
+    assert keys.scoped("other", "20150830", "us-east-1", "ec2").key != first.key
+    keys.clear()
+    assert keys.scoped(secret, "20150830", "us-east-1", "ec2") is not first
+    assert len(keys) == 1
+
+
 def test_key_cache_holds_no_secret() -> None:
     keys = SigningKeyCache()
     secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
