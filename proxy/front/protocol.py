@@ -34,6 +34,8 @@ _MAX_PIPELINED = 16
 _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 # How long a refused connection is read (and dropped) before it is cut.
 _LINGER = 1.0
+# Request methods as str, by the bytes the parser reports (llhttp accepts only its own list).
+_METHODS: dict[bytes, str] = {}
 
 
 class FrontConnection(asyncio.Protocol):
@@ -42,7 +44,6 @@ class FrontConnection(asyncio.Protocol):
         "_current",
         "_drain_waiter",
         "_head_bytes",
-        "_header_count",
         "_headers",
         "_linger",
         "_parser",
@@ -70,7 +71,6 @@ class FrontConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
         self._raw_head_bytes = 0
-        self._header_count = 0
         self._parsing: Exchange | None = None  # whose body the parser is filling
         self._current: Exchange | None = None  # the one being answered
         self._pending: deque[Exchange] = deque()
@@ -178,7 +178,6 @@ class FrontConnection(asyncio.Protocol):
         self._headers = []
         self._head_bytes = 0
         self._raw_head_bytes = 0
-        self._header_count = 0
         self.head_started = self.front.now()
         if self.phase != BUSY:
             self.phase = HEAD
@@ -190,14 +189,14 @@ class FrontConnection(asyncio.Protocol):
             raise self._header_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
+        headers = self._headers
+        headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
         self._head_bytes += len(name) + len(value) + 4
         settings = self.front.settings
-        if self._header_count > settings.max_headers:
+        if len(headers) > settings.max_headers:
             raise HeaderTooLarge(f"more than {settings.max_headers} request headers")
         if self._head_bytes > settings.max_header_bytes:
             raise self._header_too_large()
-        self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -205,9 +204,13 @@ class FrontConnection(asyncio.Protocol):
         self.in_head = False
         headers = CIMultiDict(self._headers)
         has_body = "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0"
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:  # llhttp knows a few dozen methods: this stays small
+            method = _METHODS[raw_method] = raw_method.decode("latin-1")
         exchange = Exchange(
             self,
-            parser.get_method().decode("latin-1"),
+            method,
             self._url.decode("utf-8", "surrogateescape"),
             parser.get_http_version(),
             headers,

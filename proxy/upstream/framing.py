@@ -10,7 +10,7 @@ same rules llhttp, nginx and Envoy apply in their strict modes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -25,6 +25,9 @@ _STATUS_LINE = re.compile(_STATUS)
 _FIELD_LINES = re.compile(_FIELDS)
 # The whole head in one match (the common case: well formed); the two above say what is wrong.
 _HEAD = re.compile(_STATUS + rb"\r\n(" + _FIELDS + rb")\r\n")
+# One field of a block that matched _FIELDS, decoded: name, and the value without its leading
+# OWS (trailing OWS is rare and cut apart). findall hands over every (name, value) pair from C.
+_FIELD = re.compile(r"([^:]+):[\t ]*([^\r]*)\r\n")
 
 
 class Http1Error(Exception):
@@ -35,8 +38,7 @@ class MalformedResponse(Http1Error):
     """The upstream answered, but not in well-framed HTTP/1.1: never forwarded, never retried."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
+class ResponseHead(NamedTuple):
     """A parsed head and the framing of the body after it.
 
     `length`: body bytes to read; None means chunked (when `chunked`) or until close."""
@@ -74,13 +76,12 @@ def parse_fields(block: bytes) -> CIMultiDictProxy[str]:
 
 def _fields(block: bytes) -> CIMultiDictProxy[str]:
     """Header fields of a `block` that matched _FIELDS."""
-    headers: CIMultiDict[str] = CIMultiDict()
-    add = headers.add
     # obs-text (bytes >= 0x80) survives the round trip: encode with surrogateescape.
-    for line in block.decode("utf-8", "surrogateescape").split("\r\n")[:-1]:
-        name, value = line.split(":", 1)
-        add(name, value.strip(" \t"))
-    return CIMultiDictProxy(headers)
+    text = block.decode("utf-8", "surrogateescape")
+    fields: list[tuple[str, str]] = _FIELD.findall(text)
+    if " \r" in text or "\t\r" in text:
+        fields = [(name, value.rstrip(" \t")) for name, value in fields]
+    return CIMultiDictProxy(CIMultiDict(fields))
 
 
 def parse_response_head(head: bytes, method: str) -> ResponseHead:
