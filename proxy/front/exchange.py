@@ -10,7 +10,7 @@ connection (HTTP/1.0).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _STATUS_LINES: dict[int, str] = {}
 _NO_BODY_STATUSES = frozenset({204, 304})
-Headers = Iterable[tuple[str, str]]
+_join_lines = "\r\n".join
+_join_field = ": ".join  # ("name", "value") -> "name: value"
+Headers = Collection[tuple[str, str]]  # sized: the line count checks the head
 
 
 def _status_line(status: int) -> str:
@@ -124,13 +126,17 @@ class Exchange:
             if self.closes
             else ("Connection: keep-alive\r\n" if self.version == "1.0" else "")
         )
-        lines = [_status_line(status)]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-        head = "".join(lines)
-        if head.count("\n") != len(lines) or head.count("\r") != len(lines) or "\0" in head:
+        status_line = _STATUS_LINES.get(status) or _status_line(status)
+        if headers:
+            # ": ".join makes each "name: value" in C: no Python-level loop over the headers.
+            head = f"{status_line}{_join_lines(map(_join_field, headers))}\r\n"
+        else:
+            head = status_line
+        lines = len(headers) + 1
+        if head.count("\n") != lines or head.count("\r") != lines or "\0" in head:
             # Every CR and LF must be a line end written here: never a header injected.
             raise ValueError("refusing to send a header with CR, LF or NUL")
-        return (head + framing + connection + "\r\n").encode("utf-8", "surrogateescape")
+        return f"{head}{framing}{connection}\r\n".encode("utf-8", "surrogateescape")
 
     def respond(self, status: int, headers: Headers, body: bytes) -> None:
         """The whole answer in one write (small answers, errors)."""

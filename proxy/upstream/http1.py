@@ -46,6 +46,8 @@ _SEPARATE_WRITE = 64 * 1024  # a bytes body past this is written apart from the 
 _LENGTHY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 Body = bytes | AsyncIterator[bytes] | None
+# A Body sent in one write. A tuple: `isinstance(body, bytes | None)` builds the union per call.
+_WHOLE = (bytes, type(None))
 
 
 class ClientBodyFailed(Exception):
@@ -257,6 +259,8 @@ class Http1Pool:
         self._idle: dict[Origin, list[UpstreamConnection]] = {}
         self._max_idle = size
         self._slots = _Slots(size)
+        # A request's slot back (the response's release): the counter's own method, no hop.
+        self.slot_free = self._slots.release
         self._returns = 0
 
     async def request(
@@ -286,7 +290,7 @@ class Http1Pool:
         conn: UpstreamConnection | None = None
         try:
             conn = self._checkout(origin, now) or await self._connect(loop, origin)
-            if isinstance(body, bytes | None):
+            if isinstance(body, _WHOLE):
                 if body and len(body) > _SEPARATE_WRITE:
                     conn.write(head)
                     conn.write(body)
@@ -347,9 +351,6 @@ class Http1Pool:
                 self._idle[origin] = kept
             else:
                 del self._idle[origin]
-
-    def slot_free(self) -> None:
-        self._slots.release()
 
     async def close(self) -> None:
         for idle in self._idle.values():
@@ -446,7 +447,7 @@ def _request_head(method: str, target: str, headers: list[tuple[str, str]], body
     ends = len(headers)  # every CR and LF must be one of the line ends just joined in
     if head.count("\r") != ends or head.count("\n") != ends or "\0" in head:
         raise Http1Error("refusing to send a request line or header with CR, LF or NUL")
-    if isinstance(body, bytes | None):
+    if isinstance(body, _WHOLE):
         if (body or method in _LENGTHY_METHODS) and not _has_length(head):
             head += f"\r\nContent-Length: {len(body or b'')}"
     elif not _has_length(head):
