@@ -215,7 +215,9 @@ async def test_an_upstream_that_stops_reading_cannot_flood_the_buffer_while_we_s
     pool = Http1Pool(
         size=1,
         connect_timeout=5.0,
-        read_timeout=5.0,
+        # Far past the test's own second: the send must still be stuck when it looks, even on
+        # a loaded machine (the test cancels it itself).
+        read_timeout=120.0,
         ssl_context=ssl.create_default_context(),
         open_connection=opening,
     )
