@@ -3,10 +3,11 @@
 The line is exactly what structlog's chain would write for `log.info("request", **fields)` on
 the `proxy.request` logger (same keys in the same order, same JSON, the same redaction), built
 without the chain: structlog's processors and `json.dumps` of the whole event were a fifth of
-the proxy's CPU per request in the throughput benchmark's profile. Values go through the same
-redaction as every other event (`redact_value`), so the fast path can leak nothing the slow one
-would not. Until `configure_logging` names a stream (tests, library use), the line goes through
-structlog as any other event.
+the proxy's CPU per request in the throughput benchmark's profile. The keys are fixed, so the
+line is one f-string with the keys already in it; each text value goes through the same
+redaction as every other event (`scrub_text`), so the fast path can leak nothing the slow one
+would not. Until `configure_logging` names a stream (tests, library use), the line goes
+through structlog as any other event.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
-from typing import Any, TextIO
+from typing import TextIO
 
 from structlog.typing import FilteringBoundLogger
+
+from proxy.observability.redaction import scrub_text
 
 REQUEST_EVENT = "request"
 _stream: TextIO | None = None
 _write_soon: Callable[[str], int] | None = None
 _second, _second_text = -1, ""
-_component = '{"component": "proxy.request"'
 
 
 def use_stream(stream: TextIO | None) -> None:
@@ -37,60 +39,95 @@ def use_stream(stream: TextIO | None) -> None:
     _write_soon = getattr(stream, "write_soon", None)
 
 
-def log_request(
+def write_request_line(
     logger: FilteringBoundLogger,
-    fields: Mapping[str, Any],
-    redact_key: Callable[[str], bool],
-    redact_value: Callable[[Any], Any],
-    redact_text: Callable[[str], str],
+    *,
+    request_id: str,
+    method: str,
+    host: str | None,
+    service: str,
+    operation: str | None,
+    status: int,
+    duration_ms: float,
+    attempts: int,
+    waited_ms: float,
+    aws_request_id: str | None,
+    error: str | None,
 ) -> None:
-    """Write the request line for `fields` (the caller has checked the level is info or below).
-
-    `redact_key(key)` says whether a key is secret; `redact_value(value)` scrubs a value, and
-    `redact_text` a string value (what `redact_value` does with one, without asking its type)."""
-    stream = _stream
-    if stream is None or stream.closed:
-        logger.info(REQUEST_EVENT, **fields)
+    """Write the request line (the caller has checked the level is info or below); the two
+    times are logged rounded to hundredths of a millisecond."""
+    stream, write_soon = _stream, _write_soon
+    if write_soon is None and (stream is None or stream.closed):
+        # (A TurnFlushedStream drops what it gathered once its target is closed.)
+        logger.info(
+            REQUEST_EVENT,
+            request_id=request_id,
+            method=method,
+            host=host,
+            service=service,
+            operation=operation,
+            status=status,
+            duration_ms=round(duration_ms, 2),
+            attempts=attempts,
+            waited_ms=round(waited_ms, 2),
+            aws_request_id=aws_request_id,
+            error=error,
+        )
         return
-    parts = [_component]
-    append = parts.append
-    for key, value in fields.items():
-        prefix = _key_prefixes.get(key)
-        if prefix is None:
-            prefix = _key_prefix(key, redact_key)
-        if prefix is _REDACTED_KEY:
-            append(f', {encode_basestring_ascii(key)}: "[redacted]"')
-        elif type(value) is str:
-            append(prefix + encode_basestring_ascii(redact_text(value)))
-        elif value is None:
-            append(prefix + "null")
-        elif type(value) is int:
-            append(prefix + int.__repr__(value))
-        elif type(value) is float and math.isfinite(value):
-            append(prefix + float.__repr__(value))
-        else:
-            append(prefix + _json(redact_value(value)))
-    append(f', "event": "request", "level": "info", "timestamp": "{_timestamp()}"}}\n')
-    if _write_soon is not None:
-        _write_soon("".join(parts))
+    middle = _middles.get((method, host, service, operation))
+    if middle is None:
+        middle = _middle(method, host, service, operation)
+    line = (
+        f'{{"component": "proxy.request", "request_id": {_text(request_id)}, {middle}, '
+        f'"status": {status}, "duration_ms": {_hundredths(duration_ms)}, '
+        f'"attempts": {attempts}, "waited_ms": {_hundredths(waited_ms)}, '
+        f'"aws_request_id": {"null" if aws_request_id is None else _text(aws_request_id)}, '
+        f'"error": {"null" if error is None else _text(error)}, '
+        f'"event": "request", "level": "info", "timestamp": "{_timestamp()}"}}\n'
+    )
+    if write_soon is not None:
+        write_soon(line)
     else:
-        stream.write("".join(parts))
+        assert stream is not None
+        stream.write(line)
         stream.flush()
 
 
-# `, "key": ` for each key seen, or _REDACTED_KEY for a secret one: the request line's keys are
-# a handful of fixed names, so each is encoded and judged once (bounded: unknown keys beyond
-# the limit are judged on every line instead of remembered).
-_REDACTED_KEY = "[redacted]"
-_key_prefixes: dict[str, str] = {}
-_MAX_KEYS = 256
+def _text(value: str) -> str:
+    """A string value as json.dumps writes it (ensure_ascii), redacted."""
+    return encode_basestring_ascii(scrub_text(value))
 
 
-def _key_prefix(key: str, redact_key: Callable[[str], bool]) -> str:
-    prefix = _REDACTED_KEY if redact_key(key) else f", {encode_basestring_ascii(key)}: "
-    if len(_key_prefixes) < _MAX_KEYS:
-        _key_prefixes[key] = prefix
-    return prefix
+# The method, host, service and operation of a line, rendered: a handful of combinations
+# repeat across requests, so each is encoded and redacted once. Bounded (hosts are the
+# client's): when full it starts afresh, which costs time, never a different line.
+_middles: dict[tuple[str, str | None, str, str | None], str] = {}
+_MAX_MIDDLES = 1024
+
+
+def _middle(method: str, host: str | None, service: str, operation: str | None) -> str:
+    text = (
+        f'"method": {_text(method)}, "host": {"null" if host is None else _text(host)}, '
+        f'"service": {_text(service)}, '
+        f'"operation": {"null" if operation is None else _text(operation)}'
+    )
+    if len(_middles) >= _MAX_MIDDLES:
+        _middles.clear()
+    _middles[(method, host, service, operation)] = text
+    return text
+
+
+def _hundredths(value: float) -> str:
+    """`round(value, 2)` as json.dumps writes it (`1.5`, `0.0`, `12.34`, `NaN`).
+
+    Formatted to two places directly, with the one trailing zero repr would not write
+    dropped: the same text for every value below 1e13 (where a float's repr still has two
+    decimals to give), in a third of the work of round() and repr()."""
+    if -1e13 < value < 1e13:
+        text = f"{value:.2f}"
+        return text[:-1] if text[-1] == "0" else text
+    rounded = round(value, 2)
+    return float.__repr__(rounded) if math.isfinite(rounded) else json.dumps(rounded)
 
 
 def _timestamp() -> str:
@@ -98,25 +135,10 @@ def _timestamp() -> str:
     time part is formatted once a second (datetime.now().isoformat() cost more than the rest
     of the line together)."""
     global _second, _second_text
-    now = time.time()
-    second = int(now)
+    micros = time.time_ns() // 1000
+    second = micros // 1_000_000
     if second != _second:
         _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_second_text}.{int((now - second) * 1_000_000):06d}Z"
-
-
-def _json(value: Any) -> str:
-    """`value` as json.dumps writes it (ensure_ascii, NaN allowed, repr for the rest)."""
-    if isinstance(value, str):
-        return str(encode_basestring_ascii(value))
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return float.__repr__(value)
-    return json.dumps(value, default=repr)
+    # The last six digits of the microseconds since the epoch: those within the second, with
+    # their leading zeros (cheaper than a `:06d` format).
+    return f"{_second_text}.{str(micros)[-6:]}Z"

@@ -5,10 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
-from proxy.observability.logs import configure_logging, get_logger, write_request_line
+from proxy.observability.logs import configure_logging, get_logger
 from proxy.observability.logstream import TurnFlushedStream
+from proxy.observability.requestlog import write_request_line
+
+REQUEST: dict[str, Any] = {
+    "request_id": "1a2b3c4d-1f",
+    "method": "GET",
+    "host": "ec2.us-east-1.amazonaws.com",
+    "service": "ec2",
+    "operation": "DescribeInstances",
+    "status": 200,
+    "duration_ms": 1.25,
+    "attempts": 1,
+    "waited_ms": 0.0,
+    "aws_request_id": None,
+    "error": None,
+}
 
 
 class CountingTarget(io.StringIO):
@@ -94,10 +109,13 @@ async def test_the_proxy_defers_only_its_request_lines() -> None:
     stream = TurnFlushedStream(target)
     configure_logging("info", cast(TextIO, stream))
     try:
-        write_request_line(get_logger("proxy.request"), {"request_id": "r-1", "status": 200})
+        write_request_line(get_logger("proxy.request"), **REQUEST)
         assert target.getvalue() == ""  # the request line waits for the turn's end
         get_logger("proxy.server").warning("reload-failed", path="/etc/proxy.yaml")
         lines = target.getvalue().splitlines()  # the warning went out at once, after it
-        assert ['"request_id": "r-1"' in lines[0], '"reload-failed"' in lines[1]] == [True, True]
+        assert ['"request_id": "1a2b3c4d-1f"' in lines[0], '"reload-failed"' in lines[1]] == [
+            True,
+            True,
+        ]
     finally:
         configure_logging("info", io.StringIO())
