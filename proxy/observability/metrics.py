@@ -27,7 +27,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        # Updated by every request: the lock-free kind (proxy.observability.hotmetrics).
+        # Updated by every request (and every attempt): the lock-free kind
+        # (proxy.observability.hotmetrics).
         self.requests_total = HotCounter(
             PREFIX + "requests_total",
             "Requests answered to clients.",
@@ -41,7 +42,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.upstream_attempts_total = Counter(
+        self.upstream_attempts_total = HotCounter(
             PREFIX + "upstream_attempts_total",
             "Attempts sent upstream, by outcome (success, throttled, error, client_error, "
             "connection, timeout).",

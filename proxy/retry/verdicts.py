@@ -104,6 +104,8 @@ def throttle_code_label(code: str | None) -> str:
 
 def attempt_outcome(verdict: RetryVerdict, status: int | None) -> str:
     """The bounded `outcome` label of one attempt (None status: no HTTP answer)."""
+    if verdict is SUCCESS:
+        return "success"  # a 2xx answer (judge_response's first check): most attempts
     if verdict.reason == "throttling":
         return "throttled"
     if verdict.reason in ("connection", "timeout"):

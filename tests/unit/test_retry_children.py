@@ -8,6 +8,7 @@ from prometheus_client import Counter, Histogram
 
 from proxy.aws.operations import Operation
 from proxy.config.model import RetryConfig
+from proxy.observability.hotmetrics import HotCounter
 from proxy.observability.metrics import Metrics
 from proxy.retry import AttemptRunner
 from proxy.retry import children as children_module
@@ -21,11 +22,11 @@ EC2_DESCRIBE = Operation("ec2", "DescribeInstances", protocol="ec2")
 class CountingLabels:
     """Wraps a metric's `labels` to count the calls that reach prometheus_client."""
 
-    def __init__(self, metric: Counter | Histogram) -> None:
+    def __init__(self, metric: Counter | Histogram | HotCounter) -> None:
         self.calls = 0
         self._labels = metric.labels
 
-    def __call__(self, *values: str) -> Counter | Histogram:
+    def __call__(self, *values: str) -> object:
         self.calls += 1
         return self._labels(*values)
 
