@@ -32,6 +32,18 @@ _NON_MUTATING = ("Describe", "List", "Get", "Search")
 _PAGINATION = frozenset({"MaxResults", "NextToken"})
 # `Filter.1.Name`, `InstanceId.1`, `Owner.1`: a list parameter narrows what is described.
 _LIST_PARAMETER = re.compile(r"^[A-Za-z]+\.\d+(?:\.|$)")
+# A form whose keys have no percent-escape (every SDK's: keys are letters, digits and dots) is
+# read from its raw text with one pattern per question instead of field by field: its raw keys
+# are what decoding gives, but for a `+` (a space), which no key asked about may contain. The
+# patterns run over `&` + the form, so that each starts with a literal (a fast scan) and every
+# key follows an `&`.
+_ESCAPED_KEY = re.compile(r"&[^=&]*%")
+_RAW_ACTIONS = re.compile(r"&Action=([^&]*)")
+# The raw-key form of `name in _PAGINATION or _LIST_PARAMETER.match(name)`: a key ends at the
+# next `=` or `&` (`$` in _LIST_PARAMETER: the key's end, or just before a final newline).
+_RAW_NARROWING = re.compile(
+    r"&(?:(?:MaxResults|NextToken)(?=[=&]|\Z)|[A-Za-z]+\.\d+(?:\.|\n?(?=[=&]|\Z)))"
+)
 # EC2 calls AWS also charges to a resource token bucket, by how many instances they act on:
 # the instances a call names, or for RunInstances the most it may launch (`MaxCount`).
 _INSTANCE_LIST_CALLS = frozenset({"TerminateInstances", "StartInstances", "StopInstances"})
@@ -109,8 +121,12 @@ def classify(
     query: str,
     headers: Mapping[str, str],
     body: bytes | None,
+    *,
+    account: str = "",
+    region: str = "",
 ) -> Operation:
-    """Name the operation of a request to `endpoint`.
+    """Name the operation of a request to `endpoint`, spending `account`'s budget in `region`
+    (see Operation.for_budget; given here, the request path builds one Operation, not two).
 
     `path` and `query` are raw (percent-encoded), `headers` case-insensitive, `body` the
     buffered body or None when it streams.
@@ -119,11 +135,14 @@ def classify(
     service = endpoint.service
     if endpoint.endpoint_prefix in S3_BUCKET_PREFIXES:
         s3 = classify_s3(method, endpoint.bucket, path, query, headers)
-        return Operation(service, s3.name, s3.bucket, s3.key, protocol="rest-xml")
+        return Operation(
+            service, s3.name, s3.bucket, s3.key, "rest-xml", account=account, region=region
+        )
     facts = service_prefix(endpoint.endpoint_prefix)
     target = headers.get("x-amz-target")
     if target is not None:
-        return Operation(service, _valid_name(target.rpartition(".")[2]), protocol="json")
+        name = _valid_name(target.rpartition(".")[2])
+        return Operation(service, name, protocol="json", account=account, region=region)
     if method == "POST":
         cbor = _CBOR_PATH.match(path)
         if cbor is not None and (
@@ -131,31 +150,69 @@ def classify(
             or "smithy-rpc-v2-cbor" in facts.protocols
         ):
             name = _valid_name(unquote_plus(cbor.group(1)))
-            return Operation(service, name, protocol="smithy-rpc-v2-cbor")
+            return Operation(
+                service, name, protocol="smithy-rpc-v2-cbor", account=account, region=region
+            )
     # REST services may carry an `Action` parameter of their own (an API Gateway API's).
-    speaks_query = not facts.protocols or bool(facts.protocols & _QUERY_PROTOCOLS)
-    actions = _actions(method, query, headers, body) if speaks_query else []
-    if actions:
+    if not facts.protocols or facts.protocols & _QUERY_PROTOCOLS:
         protocol = "ec2" if "ec2" in facts.protocols else "query"
-        name = _valid_name(actions[0]) if len(set(actions)) == 1 else None
-        unfiltered = (
-            protocol == "ec2"
-            and name is not None
-            and name.startswith(_NON_MUTATING)
-            and not _narrows(method, query, headers, body)
-        )
-        resources = 1
-        if protocol == "ec2" and (name == _RUN_INSTANCES or name in _INSTANCE_LIST_CALLS):
-            if body and not _form_body(method, headers, body):
-                # A body this does not read (over MAX_FORM_BODY, or not a form) may name any
-                # number of instances: charged the most, so the call is refused at once.
-                resources = _MAX_RESOURCES
-            else:
-                resources = _resources(name, _form_pairs(method, query, headers, body))
-        return Operation(
-            service, name, protocol=protocol, unfiltered=unfiltered, resources=resources
-        )
-    return Operation(service, None, protocol=_rest_protocol(facts.protocols))
+        op = _query_operation(service, protocol, method, query, headers, body, account, region)
+        if op is not None:
+            return op
+    protocol = _rest_protocol(facts.protocols)
+    return Operation(service, None, protocol=protocol, account=account, region=region)
+
+
+def _query_operation(
+    service: str,
+    protocol: str,
+    method: str,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    account: str,
+    region: str,
+) -> Operation | None:
+    """The operation a query or EC2 protocol request names with `Action=` in its query string
+    or (small POST) form body; None when it names none."""
+    in_query = "Action" in query
+    form = _form_text(headers, body) if method == "POST" and body else None
+    in_body = form is not None and b"Action" in (body or b"")
+    if not (in_query or in_body):
+        return None
+    actions = _actions(query) if in_query else []
+    if in_body:
+        assert form is not None
+        actions += _actions(form)
+    if not actions:
+        return None
+    # More than one distinct value: we cannot tell which one AWS will act on.
+    name = _valid_name(actions[0]) if len(actions) == 1 or len(set(actions)) == 1 else None
+    unfiltered = (
+        protocol == "ec2"
+        and name is not None
+        and name.startswith(_NON_MUTATING)
+        and not _narrows(query)
+        and not (form is not None and _narrows(form))
+    )
+    resources = 1
+    if protocol == "ec2" and (name == _RUN_INSTANCES or name in _INSTANCE_LIST_CALLS):
+        if form is None and body:
+            # A body this does not read (over MAX_FORM_BODY, or not a form) may name any
+            # number of instances: charged the most, so the call is refused at once.
+            resources = _MAX_RESOURCES
+        else:
+            assert name is not None
+            resources = _resources(name, _pairs(query, form))
+    return Operation(
+        service,
+        name,
+        protocol=protocol,
+        account=account,
+        region=region,
+        unfiltered=unfiltered,
+        resources=resources,
+    )
 
 
 def error_protocol(
@@ -173,14 +230,33 @@ def error_protocol(
     return protocol
 
 
-def _narrows(method: str, query: str, headers: Mapping[str, str], body: bytes | None) -> bool:
+def _form_text(headers: Mapping[str, str], body: bytes) -> str | None:
+    """A POST body read as a form: small enough and declared one; None when it is not read."""
+    if len(body) > MAX_FORM_BODY:
+        return None
+    if not headers.get("content-type", "").lower().startswith(_FORM_TYPE):
+        return None
+    return body.decode("utf-8", errors="replace")
+
+
+def _plain_keys(form: str) -> bool:
+    return "%" not in form or _ESCAPED_KEY.search("&" + form) is None
+
+
+def _actions(form: str) -> list[str]:
+    """Every decoded `Action` value of a query string or form body."""
+    if _plain_keys(form):
+        values: list[str] = _RAW_ACTIONS.findall("&" + form)
+        return values if "%" not in form and "+" not in form else [_decode(v) for v in values]
+    return [_decode(raw) for key, sep, raw in _fields(form) if sep and key == "Action"]
+
+
+def _narrows(form: str) -> bool:
     """True when an EC2 call filters (`Filter.N`), names resources (any list parameter such as
-    `InstanceId.N`) or paginates (`MaxResults`, `NextToken`), in the query or a form body."""
-    names = _form_names(query)
-    if _form_body(method, headers, body):
-        assert body is not None
-        names += _form_names(body.decode("utf-8", errors="replace"))
-    return any(name in _PAGINATION or _LIST_PARAMETER.match(name) for name in names)
+    `InstanceId.N`) or paginates (`MaxResults`, `NextToken`)."""
+    if _plain_keys(form):
+        return _RAW_NARROWING.search("&" + form) is not None
+    return any(key in _PAGINATION or _LIST_PARAMETER.match(key) for key, _, _ in _fields(form))
 
 
 def _resources(name: str, pairs: list[tuple[str, str]]) -> int:
@@ -199,60 +275,27 @@ def _resources(name: str, pairs: list[tuple[str, str]]) -> int:
     return max(1, len(ids))
 
 
-def _form_pairs(
-    method: str, query: str, headers: Mapping[str, str], body: bytes | None
-) -> list[tuple[str, str]]:
-    """Every decoded `key=value` of the query string and (small POST form) body; asked only
-    for the few calls that are priced by resources."""
-    forms = [query]
-    if _form_body(method, headers, body):
-        assert body is not None
-        forms.append(body.decode("utf-8", errors="replace"))
-    pairs: list[tuple[str, str]] = []
-    for form in forms:
-        for part in form.split("&"):
-            if part:
-                key, _, value = part.partition("=")
-                pairs.append((unquote_plus(key), unquote_plus(value)))
-    return pairs
+def _pairs(query: str, form: str | None) -> list[tuple[str, str]]:
+    """Every decoded `key=value` of the query string and form body (no `=`: the value is '');
+    asked only for the few calls that are priced by resources."""
+    fields = _fields(query) if form is None else _fields(query) + _fields(form)
+    return [(key, _decode(raw)) for key, _, raw in fields]
 
 
-def _form_names(form: str) -> list[str]:
-    return [unquote_plus(part.partition("=")[0]) for part in form.split("&") if part]
+def _fields(form: str) -> list[tuple[str, str, str]]:
+    """Each non-empty `key=value` part: (decoded key, '=' or '' when there is none, raw value)."""
+    return [
+        (unquote_plus(key), sep, raw)
+        for key, sep, raw in (part.partition("=") for part in form.split("&") if part)
+    ]
 
 
-def _form_body(method: str, headers: Mapping[str, str], body: bytes | None) -> bool:
-    return (
-        method == "POST"
-        and bool(body)
-        and len(body or b"") <= MAX_FORM_BODY
-        and headers.get("content-type", "").lower().startswith(_FORM_TYPE)
-    )
+def _decode(raw: str) -> str:
+    return unquote_plus(raw) if "%" in raw or "+" in raw else raw
 
 
 def _valid_name(candidate: str) -> str | None:
     return candidate if _OPERATION_NAME.match(candidate) else None
-
-
-def _actions(method: str, query: str, headers: Mapping[str, str], body: bytes | None) -> list[str]:
-    """Every `Action` value of the query string and, for small POST forms, the body.
-
-    More than one distinct value means we cannot tell which one AWS will act on.
-    """
-    found = _form_actions(query) if "Action" in query else []
-    if _form_body(method, headers, body) and b"Action" in (body or b""):
-        assert body is not None
-        found += _form_actions(body.decode("utf-8", errors="replace"))
-    return found
-
-
-def _form_actions(form: str) -> list[str]:
-    found = []
-    for part in form.split("&"):
-        raw_key, sep, raw_value = part.partition("=")
-        if sep and unquote_plus(raw_key) == "Action":
-            found.append(unquote_plus(raw_value))
-    return found
 
 
 def _rest_protocol(protocols: frozenset[str]) -> str:

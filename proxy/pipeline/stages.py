@@ -152,8 +152,15 @@ def classify_request(ctx: RequestContext) -> None:
     assert target is not None
     assert ctx.identity is not None
     ctx.operation = classify(
-        exchange.method, target.endpoint, target.path, target.query, exchange.headers, ctx.body.data
-    ).for_budget(ctx.identity.budget_account, target.endpoint.region)
+        exchange.method,
+        target.endpoint,
+        target.path,
+        target.query,
+        exchange.headers,
+        ctx.body.data,
+        account=ctx.identity.budget_account,
+        region=target.endpoint.region,
+    )
 
 
 def client_fault(ctx: RequestContext) -> Awaitable[None] | None:

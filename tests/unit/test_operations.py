@@ -308,6 +308,100 @@ def test_values_that_merely_contain_action_are_not_actions() -> None:
     assert op.name is None
 
 
+def escape_keys(form: str) -> str:
+    """`form` with the first character of every key but `Action` percent-escaped."""
+    parts = []
+    for part in form.split("&"):
+        key, sep, value = part.partition("=")
+        if key and key != "Action":
+            key = f"%{ord(key[0]):02X}{key[1:]}"  # every key here starts with an ASCII letter
+        parts.append(key + sep + value)
+    return "&".join(parts)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "Action=DescribeInstances&Version=2016-11-15",
+        "Action=DescribeInstances&MaxResults=5",
+        "Action=DescribeInstances&NextToken=a%2Bb%3D",
+        "Action=DescribeInstances&Filter.1.Name=tag%3Aapp&Filter.1.Value.1=x",
+        "Action=DescribeImages&Owner.1=self",
+        "Action=DescribeInstances&Max+Results=5&Next+Token=x&Filter+1.Name=y&Filter.1+=z",
+        "Action=DescribeInstances&Filter.1\n=x&MaxResults\n=5",
+        "Action=DescribeInstances&&DryRun&MaxResults",
+        "Action=Describe+Instances&Version=1",
+        "Action=TerminateInstances&InstanceId.1=i-1&InstanceId.2=i%2D2&InstanceId.3=i-1",
+        "Action=RunInstances&MinCount=1&MaxCount=3&MaxCount=2",
+    ],
+)
+def test_escaped_keys_are_read_as_their_decoded_names(form: str) -> None:
+    # A form whose keys are plain is read from its raw text, one with an escaped key field by
+    # field: both must give the same operation, in the query string and in a form body.
+    escaped = escape_keys(form)
+    assert escaped != form
+    form_headers = headers(content_type=FORM)
+    for method, query, body, hdrs in [
+        ("GET", form, None, NO_HEADERS),
+        ("GET", escaped, None, NO_HEADERS),
+        ("POST", "", form.encode(), form_headers),
+        ("POST", "", escaped.encode(), form_headers),
+    ]:
+        op = classify(method, EC2, "/", query, hdrs, body)
+        plain = classify("GET", EC2, "/", form, NO_HEADERS, None)
+        assert (op.name, op.unfiltered, op.resources) == (
+            plain.name,
+            plain.unfiltered,
+            plain.resources,
+        ), (method, query, body)
+
+
+def test_narrowing_names_are_the_decoded_keys() -> None:
+    def unfiltered(query: str) -> bool:
+        return classify(
+            "GET", EC2, "/", "Action=DescribeInstances&" + query, NO_HEADERS, None
+        ).unfiltered
+
+    assert unfiltered("Max+Results=5")  # the key is `Max Results`: not pagination
+    assert unfiltered("Filter.1+=x")  # `Filter.1 `: not a list parameter
+    assert not unfiltered("Filter.1\n=x")  # the list pattern allows a final newline
+    assert unfiltered("MaxResults\n=5")  # pagination names are exact
+    assert not unfiltered("MaxResults")  # a key without a value is a key
+    assert not unfiltered("Max%52esults=5")
+    assert not unfiltered("Filter%2E1.Name=x")
+    assert unfiltered("X=MaxResults&Y=Filter.1")  # values are not keys
+
+
+@pytest.mark.parametrize(
+    ("method", "host", "path", "query", "extra", "body"),
+    [
+        ("GET", "ec2.us-east-1.amazonaws.com", "/", "Action=DescribeInstances", {}, None),
+        ("GET", "photos.s3.us-west-2.amazonaws.com", "/a/b", "", {}, None),
+        ("POST", "dynamodb.us-east-1.amazonaws.com", "/", "", {"x_amz_target": "X.GetItem"}, b"{}"),
+        (
+            "POST",
+            "monitoring.us-east-1.amazonaws.com",
+            "/service/G/operation/GetMetricData",
+            "",
+            {"smithy_protocol": "rpc-v2-cbor"},
+            b"",
+        ),
+        ("GET", "lambda.us-east-1.amazonaws.com", "/2015-03-31/functions", "", {}, None),
+        ("GET", "ec2.us-east-1.amazonaws.com", "/", "Version=1", {}, None),
+    ],
+)
+def test_classify_spends_the_budget_it_is_given(
+    method: str, host: str, path: str, query: str, extra: dict[str, str], body: bytes | None
+) -> None:
+    hdrs = headers(**extra)
+    op = classify(method, endpoint(host), path, query, hdrs, body)
+    spending = classify(
+        method, endpoint(host), path, query, hdrs, body, account="111122223333", region="eu-west-1"
+    )
+    assert spending == op.for_budget("111122223333", "eu-west-1")
+    assert (op.account, op.region) == ("", "")
+
+
 # --- JSON and CBOR protocols -------------------------------------------------------------
 
 JSON_CASES = [
