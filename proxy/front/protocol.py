@@ -45,7 +45,9 @@ class FrontConnection(asyncio.Protocol):
         "_drain_waiter",
         "_head_bytes",
         "_headers",
+        "_idle_seen",
         "_linger",
+        "_next_request",
         "_parser",
         "_parsing",
         "_pending",
@@ -74,7 +76,13 @@ class FrontConnection(asyncio.Protocol):
         self._parsing: Exchange | None = None  # whose body the parser is filling
         self._current: Exchange | None = None  # the one being answered
         self._pending: deque[Exchange] = deque()
+        # The task answering this connection's requests, one after another; between two it
+        # waits on `_next_request` (a task per busy connection, not one per request). A
+        # connection idle across a guard tick lets its task go (None), so an idle keep-alive
+        # connection holds no task: `_idle_seen` says a tick has seen this wait already.
         self._task: asyncio.Task[None] | None = None
+        self._next_request: asyncio.Future[Exchange | None] | None = None
+        self._idle_seen = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._body_paused = False
@@ -287,15 +295,24 @@ class FrontConnection(asyncio.Protocol):
             self.phase = BUSY
             self._task = asyncio.get_running_loop().create_task(self._serve(exchange))
             return
+        waiter = self._next_request
+        if waiter is not None and not waiter.done():
+            self._next_request = None
+            self.phase = BUSY
+            waiter.set_result(exchange)
+            return
         self._pending.append(exchange)
         if len(self._pending) >= _MAX_PIPELINED and not self._queue_paused:
             self._queue_paused = True
             self._set_reading()
 
     async def _serve(self, exchange: Exchange) -> None:
+        """Answer the connection's requests in order, waiting for each next one in between; a
+        lost connection cancels this (an answer in flight records 499)."""
         front = self.front
         handler = front.handler
         assert handler is not None
+        loop = asyncio.get_running_loop()
         while True:
             self._current = exchange
             self.phase = BUSY
@@ -314,22 +331,30 @@ class FrontConnection(asyncio.Protocol):
                 return
             if self.paused_since is not None and not self.closed:
                 await self.drain()  # the client reads this answer before the next one
-            if not self._pending:
-                break
-            exchange = self._pending.popleft()
-            if self._queue_paused and len(self._pending) < _MAX_PIPELINED // 2:
-                self._queue_paused = False
-                self._set_reading()
-        self._task = None
-        self._current = None
-        if self.in_head:
-            self.phase = HEAD
-            self.deadline = self.head_started + front.settings.header_timeout
-        else:
-            self.phase = IDLE
-            self.deadline = front.now() + front.settings.idle_timeout
-            if front.draining:
-                self.close()
+            if self._pending:
+                exchange = self._pending.popleft()
+                if self._queue_paused and len(self._pending) < _MAX_PIPELINED // 2:
+                    self._queue_paused = False
+                    self._set_reading()
+                continue
+            self._current = None
+            if self.in_head:
+                self.phase = HEAD
+                self.deadline = self.head_started + front.settings.header_timeout
+            else:
+                self.phase = IDLE
+                self.deadline = front.now() + front.settings.idle_timeout
+                if front.draining:
+                    self._task = None
+                    self.close()
+                    return
+            waiter = self._next_request = loop.create_future()
+            self._idle_seen = False
+            del exchange  # not held while the connection idles
+            following = await waiter
+            if following is None:
+                return  # let go by the guard (self._task is already None)
+            exchange = following
 
     # -- refusals -------------------------------------------------------------------------
 
@@ -360,6 +385,14 @@ class FrontConnection(asyncio.Protocol):
     def check(self, now: float) -> None:
         """Enforce the phase's timeout (called by the guard's timer)."""
         settings = self.front.settings
+        waiter = self._next_request
+        if waiter is not None:
+            if self._idle_seen and not waiter.done():
+                # Idle since the last tick: the task ends, the next request starts another.
+                self._next_request = None
+                self._task = None
+                waiter.set_result(None)
+            self._idle_seen = True
         if self.phase != BUSY:
             if now >= self.deadline:
                 if self.phase == HEAD:
