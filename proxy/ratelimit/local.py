@@ -65,13 +65,15 @@ class LocalRateLimiter:
 
     async def acquire(self, op: Operation) -> float:
         """Wait for a token of every rule covering `op`; seconds waited, or RateLimited."""
-        matched = self.rules.matching(op)
-        if not matched:
+        coverage = self.rules.coverage(op)
+        if not coverage.rules:
             return 0.0
         if self._sweeper is None:
             self.ensure_sweeper()
         now = self._clock.monotonic()
-        enforcing = self.judge_shadows(matched, op, now)
+        if coverage.shadows:
+            self.judge_shadows(coverage.shadows, op, now)
+        enforcing = coverage.enforcing
         if not enforcing:
             return 0.0
         # Per rule: its bucket, its clock in tokens, the bucket's tat, the request's cost in
@@ -79,14 +81,15 @@ class LocalRateLimiter:
         plans: list[tuple[RuleState, str, float, float, int]] = []
         own: list[float] = []
         for state in enforcing:
-            cost = state.compiled.cost(op)
-            if cost > state.shape.burst:
+            compiled, shape = state.compiled, state.shape
+            cost = compiled.cost(op)
+            if cost > shape.burst:
                 raise self.refuse_oversized(state, cost)
-            key = state.compiled.bucket_key(op)
+            key = compiled.bucket_key(op)
             vnow = state.refill.at(now)
             tat = state.buckets.get(key, vnow)
             plans.append((state, key, vnow, tat, cost))
-            own.append((earliest_admission(tat, vnow, state.shape, cost) - vnow) / state.rate)
+            own.append((earliest_admission(tat, vnow, shape, cost) - vnow) / state.refill.rate)
         wait = max(own)
         if wait > self.policy.max_wait or (wait > 0 and self.waiting >= self.policy.max_queue):
             raise self.refuse(enforcing, own, wait)
@@ -103,15 +106,9 @@ class LocalRateLimiter:
         await self.wait_in_queue(enforcing, wait, grants)
         return wait
 
-    def judge_shadows(self, matched: list[RuleState], op: Operation, now: float) -> list[RuleState]:
-        """Count what shadow rules would have done (charging only their own buckets); returns
-        the rules that are enforced."""
-        enforcing = [state for state in matched if not state.shadow]
-        if len(enforcing) == len(matched):
-            return enforcing
-        for state in matched:
-            if not state.shadow:
-                continue
+    def judge_shadows(self, shadows: Sequence[RuleState], op: Operation, now: float) -> None:
+        """Count what shadow rules would have done (charging only their own buckets)."""
+        for state in shadows:
             cost = state.compiled.cost(op)
             key = state.compiled.bucket_key(op)
             vnow = state.refill.at(now)
@@ -123,10 +120,9 @@ class LocalRateLimiter:
             decision = "shadow_delayed" if allow > vnow else "shadow_allowed"
             state.metrics.decisions[decision].inc()
             state.buckets.put(key, reserve(tat, allow, state.shape, cost), vnow)
-        return enforcing
 
     def refuse(
-        self, enforcing: list[RuleState], own_waits: list[float], wait: float
+        self, enforcing: Sequence[RuleState], own_waits: list[float], wait: float
     ) -> RateLimited:
         """Count a refusal against the rules that caused it and build the error."""
         culprits = [
@@ -159,7 +155,9 @@ class LocalRateLimiter:
             state.name,
         )
 
-    def count_admitted(self, enforcing: list[RuleState], own_waits: list[float], at: float) -> None:
+    def count_admitted(
+        self, enforcing: Sequence[RuleState], own_waits: list[float], at: float
+    ) -> None:
         for state, own in zip(enforcing, own_waits, strict=True):
             metrics = state.metrics
             metrics.decisions["delayed" if own > 0 else "allowed"].inc()
@@ -168,7 +166,7 @@ class LocalRateLimiter:
                 state.adaptive.record_send(at)
 
     async def wait_in_queue(
-        self, enforcing: list[RuleState], wait: float, grants: Sequence[Grant] = ()
+        self, enforcing: Sequence[RuleState], wait: float, grants: Sequence[Grant] = ()
     ) -> None:
         """Sleep `wait` seconds as a queued request; on cancellation give back what we can."""
         self.waiting += 1
@@ -198,7 +196,7 @@ class LocalRateLimiter:
 
     def observe_success(self, op: Operation) -> None:
         """AWS answered `op` without throttling: adaptive rules covering it may grow back."""
-        matched = self.rules.matching(op)
+        matched = self.rules.coverage(op).rules
         if not matched:
             return
         now = self._clock.monotonic()

@@ -141,12 +141,14 @@ class RedisRateLimiter:
     async def acquire(self, op: Operation) -> float:
         """Wait for a token of every rule covering `op`, from the shared buckets."""
         local = self._local
-        matched = local.rules.matching(op)
-        if not matched:
+        coverage = local.rules.coverage(op)
+        if not coverage.rules:
             return 0.0
         local.ensure_sweeper()  # shadow rules keep local buckets
         now = self._clock.monotonic()
-        enforcing = local.judge_shadows(matched, op, now)
+        if coverage.shadows:
+            local.judge_shadows(coverage.shadows, op, now)
+        enforcing = coverage.enforcing
         if not enforcing:
             return 0.0
         # One pass over the rules (this runs for every request): cost, hash tag, bucket key.
@@ -207,7 +209,7 @@ class RedisRateLimiter:
     # -- leased slices (see proxy.ratelimit.lease) -------------------------------------------
 
     def _spend_slices(
-        self, enforcing: list[RuleState], tags: list[str], keys: list[str], now: float
+        self, enforcing: Sequence[RuleState], tags: list[str], keys: list[str], now: float
     ) -> bool:
         """Admit from this replica's slices when every bucket has a token in one; refill the
         slices running low in the background. False: the request goes to Redis."""
@@ -248,7 +250,7 @@ class RedisRateLimiter:
 
     def _asks(
         self,
-        enforcing: list[RuleState],
+        enforcing: Sequence[RuleState],
         tags: list[str],
         keys: list[str],
         costs: list[int],
@@ -388,7 +390,7 @@ class RedisRateLimiter:
             log.warning("redis-limiter-refund-failed", error=type(error).__name__)
 
     def _refuse_if_known_over(
-        self, enforcing: list[RuleState], keys: list[str], now: float
+        self, enforcing: Sequence[RuleState], keys: list[str], now: float
     ) -> None:
         for state, key in zip(enforcing, keys, strict=True):
             until = self._over_limit.get(key)
@@ -417,7 +419,7 @@ class RedisRateLimiter:
                 # Until then Redis would refuse this bucket anyway: no need to ask.
                 self._over_limit[key] = now + own - max_wait
 
-    def _without_redis(self, enforcing: list[RuleState], now: float) -> float:
+    def _without_redis(self, enforcing: Sequence[RuleState], now: float) -> float:
         if not self._config.fail_open:
             state = enforcing[0]
             state.metrics.decisions["rejected"].inc()

@@ -94,6 +94,23 @@ class RuleState:
         self.metrics.rate.set(rate)
 
 
+class Coverage:
+    """The rules covering one kind of operation, split the way the request path uses them.
+
+    Worked out once per (service, operation, unfiltered) and ruleset: a reload builds a new
+    RuleSet, so a kept entry never outlives the rules it was made from."""
+
+    __slots__ = ("enforcing", "rules", "shadows")
+
+    def __init__(self, rules: tuple[RuleState, ...]) -> None:
+        self.rules = rules  # in config order (empty: not limited)
+        self.enforcing = tuple(state for state in rules if not state.shadow)
+        self.shadows = tuple(state for state in rules if state.shadow)
+
+
+_NOT_COVERED = Coverage(())
+
+
 class RuleSet:
     """All loaded rules, indexed by service so a request no rule covers costs one lookup."""
 
@@ -103,23 +120,30 @@ class RuleSet:
         for state in self.states:
             by_service.setdefault(state.compiled.rule.service, []).append(state)
         self._by_service = {service: tuple(group) for service, group in by_service.items()}
-        # Known operations repeat: their matching rules are worked out once (bounded by the
-        # services' models; a client-made name is matched every time, never stored).
-        self._memo: dict[tuple[str, str, bool], list[RuleState]] = {}
+        # What a rule covers depends on the service, the operation's name and whether it is
+        # unfiltered, nothing else. Names the services' models know (and no name) are worked
+        # out once: bounded by the models; a client-made name is matched every time, never
+        # stored.
+        self._memo: dict[tuple[str, str | None, bool], Coverage] = {}
 
-    def matching(self, op: Operation) -> list[RuleState]:
-        """The rules covering `op`, in config order (empty list: not limited)."""
+    def coverage(self, op: Operation) -> Coverage:
+        """The rules covering `op`."""
+        key = (op.service, op.name, op.unfiltered)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
         group = self._by_service.get(op.service)
         if group is None:
-            return []
-        name = op.name
-        if name is None or op.label != name:
-            return [state for state in group if state.compiled.covers(op)]
-        key = (op.service, name, op.unfiltered)
-        found = self._memo.get(key)
-        if found is None:
-            found = self._memo[key] = [state for state in group if state.compiled.covers(op)]
+            found = _NOT_COVERED
+        else:
+            found = Coverage(tuple(state for state in group if state.compiled.covers(op)))
+        if op.name is None or op.label == op.name:
+            self._memo[key] = found
         return found
+
+    def matching(self, op: Operation) -> tuple[RuleState, ...]:
+        """The rules covering `op`, in config order (empty: not limited)."""
+        return self.coverage(op).rules
 
 
 def build_ruleset(

@@ -479,3 +479,34 @@ async def test_shadow_resource_rule_counts_an_oversized_request_as_shadow_reject
     assert sample(metrics, "ratelimit_decisions_total", rule="s", decision="shadow_rejected") == 1
     assert sample(metrics, "ratelimit_decisions_total", rule="s", decision="shadow_allowed") == 1
     await limiter.close()
+
+
+def test_coverage_is_worked_out_once_per_known_operation_and_never_for_made_up_names() -> None:
+    rules = [
+        LimitRule("describes", "ec2", 1, 5, ("Describe*",)),
+        LimitRule("unfiltered", "ec2", 1, 5, ("DescribeInstances",), unfiltered=True),
+        LimitRule("watch", "ec2", 1, 5, shadow=True),
+        LimitRule("sqs", "sqs", 1, 5),
+    ]
+    limiter, _, _ = make(rules)
+    ruleset = limiter.rules
+    unfiltered = Operation("ec2", "DescribeInstances", protocol="ec2", unfiltered=True)
+    first = ruleset.coverage(unfiltered)
+    assert [s.name for s in first.rules] == ["describes", "unfiltered", "watch"]
+    assert [s.name for s in first.enforcing] == ["describes", "unfiltered"]
+    assert [s.name for s in first.shadows] == ["watch"]
+    # The same kind of operation (any account, region) gets the same entry; the flag counts.
+    assert ruleset.coverage(unfiltered.for_budget("111122223333", "eu-west-1")) is first
+    assert [s.name for s in ruleset.coverage(DESCRIBE).rules] == ["describes", "watch"]
+    assert ruleset.matching(RUN) == tuple(s for s in ruleset.states if s.name == "watch")
+    assert ruleset.coverage(Operation("s3", "GetObject")).rules == ()
+    # Names a client makes up are matched every time and never kept: the memo stays bounded.
+    kept = len(ruleset._memo)
+    for n in range(100):
+        made_up = Operation("ec2", f"DescribeMadeUp{n}", protocol="ec2")
+        assert [s.name for s in ruleset.coverage(made_up).rules] == ["describes", "watch"]
+    assert len(ruleset._memo) == kept
+    # A reload builds a new ruleset: nothing worked out for the old rules carries over.
+    limiter.update_rules([LimitRule("describes", "ec2", 1, 5, ("Run*",))], LimitPolicy())
+    assert [s.name for s in limiter.rules.coverage(unfiltered).rules] == []
+    assert [s.name for s in limiter.rules.coverage(RUN).rules] == ["describes"]
