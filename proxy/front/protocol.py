@@ -354,7 +354,8 @@ class FrontConnection(asyncio.Protocol):
             following = await waiter
             if following is None:
                 return  # let go by the guard (self._task is already None)
-            exchange = following
+            # Held by `exchange` alone: the `del` above lets it go at the next idle wait.
+            exchange, following = following, None
 
     # -- refusals -------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ that waits between them, and that task let go once the connection idles across a
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any, cast
 
 from proxy.config.model import ConnectionsConfig
@@ -95,4 +97,34 @@ async def test_one_task_answers_a_connection_in_order_and_an_idle_tick_lets_it_g
     assert await eventually(lambda: front.served[-1:] == ["/4"], within=5)
     assert len(others()) == 1
     conn.connection_lost(None)  # the connection's end cancels its waiting task
+    assert await eventually(lambda: not others(), within=5)
+
+
+async def test_an_idle_connection_holds_no_request_it_answered() -> None:
+    # Between two requests the task waits for the next one: the last request it answered
+    # (headers, body, its connection's budget reservation long given back) must be garbage by
+    # then, not kept until the guard lets the task go, whichever way the request came in.
+    front = FrontStub()
+    conn = FrontConnection(cast(Any, front))
+    conn.connection_made(cast(Any, RecordingTransport()))
+    seen: list[weakref.ref[Any]] = []
+    answer = front.handle
+
+    async def handle(exchange: Exchange) -> None:
+        seen.append(weakref.ref(exchange.headers))
+        await answer(exchange)
+
+    front.handler = handle
+    conn.data_received(REQUEST % 1)  # starts the connection's task
+    assert await eventually(lambda: len(front.served) == 1, within=5)
+    conn.data_received(REQUEST % 2)  # handed to the waiting task
+    assert await eventually(lambda: len(front.served) == 2, within=5)
+    conn.data_received((REQUEST % 3) + (REQUEST % 4))  # the waiting task, then one queued
+    assert await eventually(lambda: len(front.served) == 4, within=5)
+    await asyncio.sleep(0)
+    (serving,) = others()
+    assert not serving.done()  # still waiting for a next request
+    gc.collect()
+    assert [ref() is None for ref in seen] == [True] * 4
+    conn.connection_lost(None)
     assert await eventually(lambda: not others(), within=5)
