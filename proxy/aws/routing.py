@@ -30,6 +30,11 @@ from proxy.upstream.http1 import Origin
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_CHARACTERS = re.compile(r"[A-Za-z0-9_.:-]+")  # ':' only inside an IPv6 literal's brackets
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+# The longest DNS name (RFC 1035: 253 characters written out): no longer host is AWS's. Only
+# authorities that fit one (and a port) are memoised or looked up in the grammar's memos: a
+# client sending distinct 64 KiB Host headers filled the 4096-entry memos with ~700 MB.
+_MAX_DNS_NAME = 253
+_MEMO_AUTHORITY_LENGTH = _MAX_DNS_NAME + len(":65535") + len("[]")
 
 
 @request_value
@@ -182,7 +187,7 @@ class Router:
             raise HostNotAllowed(
                 f"host {host!r} is not in allow_hosts or routes; refusing to sign for it"
             )
-        if not exact and not aws_operated(host):
+        if not exact and (len(host) > _MAX_DNS_NAME or not aws_operated(host)):
             # Customer-owned names live under AWS domains too (API Gateway, load balancers, EC2
             # public names, S3 websites): their owner would receive the signed headers.
             raise HostNotAllowed(
@@ -228,7 +233,11 @@ class Router:
         path = path or "/"
         query_auth = client_query_auth(raw_query)
         query, presigned = query_auth.query, query_auth.presigned
-        decision = self._decide(authority)
+        decision = (
+            self._decide(authority)
+            if len(authority) <= _MEMO_AUTHORITY_LENGTH
+            else self._decide_uncached(authority)
+        )
         # Path-prefix routes listed before the host's first matching host route come first.
         for compiled in self._routes[: decision.host_route]:
             prefix = compiled.route.path_prefix
@@ -334,9 +343,8 @@ def _host_value(host: str, port: int | None, scheme: str) -> str:
 
 def _route_endpoint(route: Route, host: str, default_region: str) -> Endpoint:
     """Explicit route values win; else what the AWS host says; else the upstream's host."""
-    inferred = endpoint_for_host(host, default_region) or endpoint_for_host(
-        route.upstream_host.lower(), default_region
-    )
+    own = endpoint_for_host(host, default_region) if len(host) <= _MAX_DNS_NAME else None
+    inferred = own or endpoint_for_host(route.upstream_host.lower(), default_region)
     if inferred is None and route.service is None:
         raise HostNotAllowed(
             f"route for {route.host or route.path_prefix!r} names no service and none can be "

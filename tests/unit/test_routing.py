@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.aws.endpoints import endpoint_for_host
+from proxy.aws.hostgrammar import aws_operated
 from proxy.aws.routing import Router, host_matches, single_host, split_host_port
 from proxy.config.model import ConfigError, parse_config
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
@@ -240,3 +242,27 @@ def test_an_exact_allow_entry_is_compared_as_hosts_are_normalised() -> None:
             listed.resolve("GET", "/", sent).origin.host
             == "my-api.execute-api.us-east-1.amazonaws.com"
         )
+
+
+def test_hosts_longer_than_a_dns_name_are_refused_without_being_remembered() -> None:
+    # Host headers may be 64 KiB: 4096 distinct ones, each remembered with its decision and
+    # refusal (and the grammar's answer), held ~700 MB for good. They are never AWS's names.
+    route = {"host": "*.internal.example", "upstream": "http://10.0.0.1", "service": "ec2"}
+    routed = router(routes=[route])
+    routed.resolve("GET", "/", "short.internal.example")  # the upstream's name, looked up
+    grammar_misses = aws_operated.cache_info().misses
+    endpoint_misses = endpoint_for_host.cache_info().misses
+    for index in range(20):
+        label = f"b{index}" + "a" * 60
+        long = ".".join([label] * 5) + ".s3.us-east-1.amazonaws.com"  # 64-character labels
+        assert len(long) > 253
+        with pytest.raises(HostNotAllowed, match="is not a name AWS itself answers"):
+            routed.resolve("GET", "/", long)
+        target = routed.resolve("GET", "/", f"{label}." * 5 + "internal.example")
+        assert target.origin == Origin("http", "10.0.0.1", 80)  # a route still takes it
+    assert routed._decide.cache_info().currsize == 1  # short.internal.example
+    assert aws_operated.cache_info().misses == grammar_misses
+    assert endpoint_for_host.cache_info().misses == endpoint_misses
+    # Names that fit are remembered as before.
+    routed.resolve("GET", "/", "ec2.us-east-1.amazonaws.com")
+    assert routed._decide.cache_info().currsize == 2
