@@ -103,6 +103,9 @@ def _text(value: str) -> str:
 # client's): when full it starts afresh, which costs time, never a different line.
 _middles: dict[tuple[str, str | None, str, str | None], str] = {}
 _MAX_MIDDLES = 1024
+# Only hosts that fit a DNS name and a port are remembered: a wildcard host route takes any
+# Host header up to max_header_bytes, and 1024 distinct 64 KiB ones held 120 MB here.
+_MEMO_HOST_LENGTH = 253 + len(":65535") + len("[]")
 
 
 def _middle(method: str, host: str | None, service: str, operation: str | None) -> str:
@@ -111,6 +114,8 @@ def _middle(method: str, host: str | None, service: str, operation: str | None) 
         f'"service": {_text(service)}, '
         f'"operation": {"null" if operation is None else _text(operation)}'
     )
+    if host is not None and len(host) > _MEMO_HOST_LENGTH:
+        return text
     if len(_middles) >= _MAX_MIDDLES:
         _middles.clear()
     _middles[(method, host, service, operation)] = text

@@ -95,6 +95,22 @@ def test_the_remembered_parts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> N
         assert len(requestlog._middles) <= 8
 
 
+def test_a_host_no_dns_name_could_be_is_written_but_not_remembered() -> None:
+    # A wildcard host route takes Host headers up to max_header_bytes: remembering 1024 of
+    # 64 KiB held 120 MB; such a line is built afresh, and is the same line.
+    requestlog._middles.clear()
+    for index in range(20):
+        host = f"h{index}" + "a" * 60_000 + ".internal.example"
+        slow, fast = both_lines({**FIELDS, "host": host})
+        assert fast == slow
+        assert f'"host": "{host}"' in fast
+    assert all(len(key[1] or "") <= 300 for key in requestlog._middles)
+    _, fast = both_lines(FIELDS)
+    assert (FIELDS["method"], FIELDS["host"], FIELDS["service"], FIELDS["operation"]) in (
+        requestlog._middles
+    )
+
+
 def test_no_key_of_the_line_is_one_redaction_would_blank() -> None:
     # structlog's chain would write "[redacted]" under such a key; the fast line writes values.
     assert [key for key in FIELDS if is_secret_key(key)] == []
