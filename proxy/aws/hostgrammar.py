@@ -27,6 +27,12 @@ from functools import lru_cache
 
 from proxy.aws.endpoints import CATALOG
 
+# The longest DNS name written out (RFC 1035): no longer host is AWS's. With a port and an
+# IPv6 literal's brackets, the longest authority a per-host memo keeps: Host headers may be
+# 64 KiB, and 4096 distinct ones held hundreds of MB.
+MAX_DNS_NAME = 253
+MAX_MEMO_AUTHORITY = MAX_DNS_NAME + len(":65535") + len("[]")
+
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 # Access point names: 3-50 characters of [a-z0-9-]; the host label appends "-{account}".

@@ -18,7 +18,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from proxy.aws.endpoints import Endpoint, endpoint_for_host, is_known_prefix
-from proxy.aws.hostgrammar import aws_operated
+from proxy.aws.hostgrammar import MAX_DNS_NAME, MAX_MEMO_AUTHORITY, aws_operated
 from proxy.config.model import Config, ConfigError
 from proxy.config.routes import Route
 from proxy.errors import BadRequest, HostNotAllowed, MethodNotAllowed
@@ -30,11 +30,6 @@ from proxy.upstream.http1 import Origin
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_CHARACTERS = re.compile(r"[A-Za-z0-9_.:-]+")  # ':' only inside an IPv6 literal's brackets
 _ASCII_DIGITS = re.compile(r"[0-9]+")
-# The longest DNS name (RFC 1035: 253 characters written out): no longer host is AWS's. Only
-# authorities that fit one (and a port) are memoised or looked up in the grammar's memos: a
-# client sending distinct 64 KiB Host headers filled the 4096-entry memos with ~700 MB.
-_MAX_DNS_NAME = 253
-_MEMO_AUTHORITY_LENGTH = _MAX_DNS_NAME + len(":65535") + len("[]")
 
 
 @request_value
@@ -187,7 +182,7 @@ class Router:
             raise HostNotAllowed(
                 f"host {host!r} is not in allow_hosts or routes; refusing to sign for it"
             )
-        if not exact and (len(host) > _MAX_DNS_NAME or not aws_operated(host)):
+        if not exact and (len(host) > MAX_DNS_NAME or not aws_operated(host)):
             # Customer-owned names live under AWS domains too (API Gateway, load balancers, EC2
             # public names, S3 websites): their owner would receive the signed headers.
             raise HostNotAllowed(
@@ -235,7 +230,7 @@ class Router:
         query, presigned = query_auth.query, query_auth.presigned
         decision = (
             self._decide(authority)
-            if len(authority) <= _MEMO_AUTHORITY_LENGTH
+            if len(authority) <= MAX_MEMO_AUTHORITY
             else self._decide_uncached(authority)
         )
         # Path-prefix routes listed before the host's first matching host route come first.
@@ -343,7 +338,7 @@ def _host_value(host: str, port: int | None, scheme: str) -> str:
 
 def _route_endpoint(route: Route, host: str, default_region: str) -> Endpoint:
     """Explicit route values win; else what the AWS host says; else the upstream's host."""
-    own = endpoint_for_host(host, default_region) if len(host) <= _MAX_DNS_NAME else None
+    own = endpoint_for_host(host, default_region) if len(host) <= MAX_DNS_NAME else None
     inferred = own or endpoint_for_host(route.upstream_host.lower(), default_region)
     if inferred is None and route.service is None:
         raise HostNotAllowed(

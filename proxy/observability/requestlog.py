@@ -21,6 +21,7 @@ from typing import TextIO
 
 from structlog.typing import FilteringBoundLogger
 
+from proxy.aws.hostgrammar import MAX_MEMO_AUTHORITY
 from proxy.observability.redaction import scrub_text
 
 REQUEST_EVENT = "request"
@@ -105,7 +106,6 @@ _middles: dict[tuple[str, str | None, str, str | None], str] = {}
 _MAX_MIDDLES = 1024
 # Only hosts that fit a DNS name and a port are remembered: a wildcard host route takes any
 # Host header up to max_header_bytes, and 1024 distinct 64 KiB ones held 120 MB here.
-_MEMO_HOST_LENGTH = 253 + len(":65535") + len("[]")
 
 
 def _middle(method: str, host: str | None, service: str, operation: str | None) -> str:
@@ -114,7 +114,7 @@ def _middle(method: str, host: str | None, service: str, operation: str | None) 
         f'"service": {_text(service)}, '
         f'"operation": {"null" if operation is None else _text(operation)}'
     )
-    if host is not None and len(host) > _MEMO_HOST_LENGTH:
+    if host is not None and len(host) > MAX_MEMO_AUTHORITY:
         return text
     if len(_middles) >= _MAX_MIDDLES:
         _middles.clear()
