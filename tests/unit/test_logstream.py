@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any, TextIO, cast
+from typing import TextIO, cast
 
 from proxy.observability.logs import configure_logging, get_logger
 from proxy.observability.logstream import TurnFlushedStream
 from proxy.observability.requestlog import write_request_line
-
-REQUEST: dict[str, Any] = {
-    "request_id": "1a2b3c4d-1f",
-    "method": "GET",
-    "host": "ec2.us-east-1.amazonaws.com",
-    "service": "ec2",
-    "operation": "DescribeInstances",
-    "status": 200,
-    "duration_ms": 1.25,
-    "attempts": 1,
-    "waited_ms": 0.0,
-    "aws_request_id": None,
-    "error": None,
-}
+from tests.unit.test_requestlog import FIELDS
 
 
 class CountingTarget(io.StringIO):
@@ -109,7 +96,7 @@ async def test_the_proxy_defers_only_its_request_lines() -> None:
     stream = TurnFlushedStream(target)
     configure_logging("info", cast(TextIO, stream))
     try:
-        write_request_line(get_logger("proxy.request"), **REQUEST)
+        write_request_line(get_logger("proxy.request"), **FIELDS)
         assert target.getvalue() == ""  # the request line waits for the turn's end
         get_logger("proxy.server").warning("reload-failed", path="/etc/proxy.yaml")
         lines = target.getvalue().splitlines()  # the warning went out at once, after it
