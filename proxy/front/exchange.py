@@ -126,7 +126,7 @@ class Exchange:
             if self.closes
             else ("Connection: keep-alive\r\n" if self.version == "1.0" else "")
         )
-        status_line = _STATUS_LINES.get(status) or _status_line(status)
+        status_line = _status_line(status)
         if headers:
             # ": ".join makes each "name: value" in C: no Python-level loop over the headers.
             head = f"{status_line}{_join_lines(map(_join_field, headers))}\r\n"
