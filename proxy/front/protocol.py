@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, cast
 import httptools
 from multidict import CIMultiDict
 
-from proxy.errors import ClientBodyIncomplete, ClientClosed, HeaderTooLarge, ProxyError
+from proxy.errors import (
+    BadRequest,
+    ClientBodyIncomplete,
+    ClientClosed,
+    HeaderTooLarge,
+    ProxyError,
+)
 from proxy.front.body import RequestBody
 from proxy.front.errors import client_error
 from proxy.front.exchange import Exchange
@@ -36,6 +42,19 @@ _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 _LINGER = 1.0
 # Request methods as str, by the bytes the parser reports (llhttp accepts only its own list).
 _METHODS: dict[bytes, str] = {}
+
+
+def _decline_upgrade(exchange: Exchange) -> None:
+    """An Upgrade (or CONNECT) request: llhttp hands every byte after its head, its body too,
+    to the protocol upgraded to, and the proxy speaks no other. So its answer is the
+    connection's last (nothing after it is parsed), and a body announced beside an Upgrade,
+    which is never read, is refused rather than the request sent upstream without it."""
+    exchange.closes = True
+    if exchange.body is not None and exchange.method != "CONNECT" and exchange.refusal is None:
+        exchange.refusal = BadRequest(
+            "a request asking for an Upgrade cannot carry a body through this proxy (its body "
+            "would be read as the upgraded protocol's); send it without Upgrade"
+        )
 
 
 class FrontConnection(asyncio.Protocol):
@@ -228,6 +247,8 @@ class FrontConnection(asyncio.Protocol):
         if exchange.version not in ("1.1", "1.0"):
             exchange.refusal = client_error(httptools.HttpParserError("bad HTTP version"))
             exchange.closes = True
+        if parser.should_upgrade():
+            _decline_upgrade(exchange)
         self._parsing = exchange if has_body else None
         self._enqueue(exchange)
 

@@ -1,0 +1,91 @@
+"""The front against hostile and careless clients, through a real proxy process: requests whose
+framing the parser ends early (Upgrade), so that no body is lost and no connection hangs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.raw_http import RawHttpServer
+from tests.integration.front_client import EC2, closed_by_peer, exchange, read_answer
+from tests.servers import ProxyProcess, proxy_process
+
+FORM = b"Action=DescribeVpcs&Version=2016-11-15"
+
+
+def _echo_body(head: bytes) -> bytes:
+    """Answers with the request line, so a test sees which request reached the upstream."""
+    line = head.split(b"\r\n", 1)[0]
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(line), line)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RawHttpServer]:
+    raw = RawHttpServer(_echo_body)
+    await raw.start()
+    yield raw
+    await raw.close()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, upstream: RawHttpServer) -> Iterator[ProxyProcess]:
+    config = {"routes": [{"host": EC2, "upstream": upstream.url}], "retry": {"max_attempts": 1}}
+    with proxy_process(tmp_path, config) as handle:
+        yield handle
+
+
+def _upgrade_head(method: str, target: str, extra: str = "") -> bytes:
+    # What `curl --http2 http://…` sends: an h2c upgrade the proxy does not take up.
+    return (
+        f"{method} {target} HTTP/1.1\r\nHost: {EC2}\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        f"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n{extra}\r\n"
+    ).encode()
+
+
+async def test_an_upgrade_request_is_answered_and_its_connection_closed_not_left_hanging(
+    proxy: ProxyProcess, upstream: RawHttpServer
+) -> None:
+    # llhttp stops parsing after an Upgrade request's head: a request pipelined behind it is
+    # never read, so the answer must be the connection's last (a client waiting for the next
+    # answer on a kept-alive connection would wait for idle_timeout, 75 s).
+    following = f"GET /?Action=DescribeSubnets HTTP/1.1\r\nHost: {EC2}\r\n\r\n".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(_upgrade_head("GET", "/?Action=DescribeVpcs&Version=2016-11-15") + following)
+        await writer.drain()
+        answer = await read_answer(reader)
+        assert answer.status == 200
+        assert answer.header("Connection") == "close"
+        assert await closed_by_peer(reader, 10.0)
+    finally:
+        writer.close()
+    assert [head.split(b"\r\n", 1)[0] for head in upstream.heads] == [
+        b"GET /?Action=DescribeVpcs&Version=2016-11-15 HTTP/1.1"
+    ]
+    assert b"upgrade" not in upstream.heads[0].lower()  # hop-by-hop: never forwarded
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (f"Content-Length: {len(FORM)}\r\n", FORM),
+        ("Transfer-Encoding: chunked\r\n", b"%x\r\n%b\r\n0\r\n\r\n" % (len(FORM), FORM)),
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_an_upgrade_request_with_a_body_is_refused_never_sent_without_its_body(
+    proxy: ProxyProcess, upstream: RawHttpServer, framing: str, body: bytes
+) -> None:
+    # The parser does not read the body of an Upgrade request (it belongs to the protocol
+    # upgraded to): signing and sending the request would send it with an empty body.
+    extra = f"Content-Type: application/x-www-form-urlencoded\r\n{framing}"
+    answer = await exchange(proxy, _upgrade_head("POST", "/", extra) + body)
+    assert answer.status == 400, (answer.head, answer.body)
+    assert answer.header("x-throttle-proxy-error") == "bad-request"
+    assert answer.header("Connection") == "close"
+    assert b"<Response><Errors><Error><Code>BadRequest</Code>" in answer.body  # EC2's format
+    assert b"Upgrade" in answer.body
+    assert upstream.heads == []
