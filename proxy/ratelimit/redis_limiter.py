@@ -6,11 +6,12 @@ last token. What can be decided here is: requests no rule covers never reach Red
 rules are judged locally, and a bucket Redis just refused is refused locally until it would
 fit again (envoy ratelimit's local over-limit cache).
 
-Redis trouble never blocks the proxy: every call is bounded by `redis.timeout`; an error or
-timeout counts `ratelimit_backend_errors_total{backend="redis"}` and, for `retry_interval`,
-requests are let through (`fail_open`, the default) or refused, without waiting on Redis.
-After that the next request tries Redis again, so the limiter is shared again as soon as
-Redis is back.
+Redis trouble never blocks the proxy: every call is bounded by `redis.timeout`; a failed
+call counts `ratelimit_backend_errors_total{backend="redis"}` once (however many requests it
+carried) and, for `retry_interval`, requests are let through (`fail_open`, the default) or
+refused, without waiting on Redis. After that the next request tries Redis again, so the
+limiter is shared again as soon as Redis is back. An outage is logged when it starts and
+when Redis answers again, not per request or per retry.
 
 A waiter cancelled before its slot (the client went away) frees its place in the local queue
 at once, and gives its slot back in Redis when nothing was stacked on it since: a background
@@ -71,7 +72,7 @@ from proxy.ratelimit.ruleset import RuleState
 
 log = get_logger("proxy.ratelimit.redis")
 
-_OVER_LIMIT_CAP = 10_000  # local over-limit entries before expired ones are cleared
+_OVER_LIMIT_CAP = 10_000  # local over-limit entries at most (see _remember_over)
 _NEVER = 2**62  # a refund's "slot moment" for a grant whose request never went
 _MAX_IN_FLIGHT = 2  # batch calls out at once; later asks gather behind them
 _TAG_CACHE = 4096  # budget hash tags remembered (accounts x regions)
@@ -126,6 +127,7 @@ class RedisRateLimiter:
         self._leases = LeaseBook()
         self._prefix = config.key_prefix
         self._down_until = 0.0
+        self._outage = False  # logged as started, not yet as over
         self._over_limit: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Asks waiting for this turn's batch, by budget slot tag (one group when not Cluster).
@@ -187,14 +189,14 @@ class RedisRateLimiter:
             else:
                 replies = list(await asyncio.gather(*(ask.reply for ask in asks)))
         except (RedisError, OSError, TimeoutError) as error:
-            self._errors.inc()
-            self._down_until = now + self._retry_interval
-            log.warning("redis-limiter-unavailable", error=type(error).__name__)
+            self._went_down(error, now)  # counted once per failed call, by _decide_batch
             return self._without_redis(enforcing, now)
         verdict = self._combine(asks, replies)
         if not verdict.admitted:
             self._give_back(asks, replies)
-            self._remember_over(keys, costs, verdict.own_waits, now, max_wait)
+            # Against the policy's max_wait, not this call's: a refusal because the queue was
+            # full says nothing of the bucket once the queue has room.
+            self._remember_over(keys, costs, verdict.own_waits, now, policy.max_wait)
             raise local.refuse(enforcing, verdict.own_waits, verdict.wait)
         local.count_admitted(enforcing, verdict.own_waits, now + verdict.wait)
         if verdict.wait <= 0:
@@ -240,11 +242,31 @@ class RedisRateLimiter:
                 got = int(await self._lease_script(keys=[key], args=args))
         except (RedisError, OSError, TimeoutError) as error:
             self._errors.inc()
-            self._down_until = max(self._down_until, asked_at + self._retry_interval)
-            log.warning("redis-limiter-unavailable", error=type(error).__name__)
+            self._went_down(error, asked_at)
             leases.failed(key, asked_at, self._retry_interval)
             return
+        self._came_back()
         leases.granted(key, wanted, got, asked_at, state.rate)
+
+    # -- Redis outages ----------------------------------------------------------------------
+
+    def _went_down(self, error: BaseException, at: float) -> None:
+        """A call failed at `at`: skip Redis for `retry_interval`. Logged once an outage (every
+        request of a failed batch, and every retry that fails again, comes here)."""
+        self._down_until = max(self._down_until, at + self._retry_interval)
+        if not self._outage:
+            self._outage = True
+            log.warning(
+                "redis-limiter-unavailable",
+                error=type(error).__name__,
+                fail_open=self._config.fail_open,
+                retry_interval=self._retry_interval,
+            )
+
+    def _came_back(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.info("redis-limiter-available")
 
     # -- batching ---------------------------------------------------------------------------
 
@@ -329,6 +351,7 @@ class RedisRateLimiter:
             async with asyncio.timeout(self._config.timeout):
                 answer = await self._script(keys=keys, args=[";".join(specs)])
         except (RedisError, OSError, TimeoutError) as error:
+            self._errors.inc()
             for ask in asks:
                 if not ask.reply.done():
                     ask.reply.set_exception(type(error)(str(error)))
@@ -338,6 +361,7 @@ class RedisRateLimiter:
             for ask in asks:
                 ask.reply.cancel()
             raise
+        self._came_back()
         replies = answer.decode().split(";") if isinstance(answer, bytes) else answer.split(";")
         for ask, reply in zip(asks, replies, strict=True):
             values = [int(value) for value in reply.split(",")]
@@ -412,7 +436,11 @@ class RedisRateLimiter:
         max_wait: float,
     ) -> None:
         if len(self._over_limit) >= _OVER_LIMIT_CAP:
-            self._over_limit = {k: u for k, u in self._over_limit.items() if u > now}
+            # Keep what is still refused; if that is most of it (a client spraying keys
+            # faster than they expire), forget it all: an entry only spares Redis a call, and
+            # a map that stays full would grow past the cap and be rebuilt on every refusal.
+            live = {k: u for k, u in self._over_limit.items() if u > now}
+            self._over_limit = live if len(live) < _OVER_LIMIT_CAP // 2 else {}
         for key, cost, own in zip(keys, costs, own_waits, strict=True):
             # A refusal of several tokens says nothing of when one token fits.
             if own > max_wait and cost == 1:
