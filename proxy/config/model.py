@@ -200,6 +200,15 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
     if max_body > max_buffered_body and spool_budget < max_body:
         # Else a body the budget could never hold gets 503 "try again" forever.
         raise ConfigError("spool_budget", f"must be at least max_body ({max_body} bytes)")
+    buffered_body_budget = cp.size(
+        top.get("buffered_body_budget", defaults.buffered_body_budget), "buffered_body_budget"
+    )
+    if buffered_body_budget < max_buffered_body:
+        # Else every chunked body (it reserves max_buffered_body) gets 503 "try again" forever.
+        raise ConfigError(
+            "buffered_body_budget",
+            f"must be at least max_buffered_body ({max_buffered_body} bytes)",
+        )
     return Config(
         source=source,
         listen=cp.listen_address(top["listen"], "listen") if "listen" in top else defaults.listen,
@@ -233,10 +242,7 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         spool_dir=cp.optional_string(top.get("spool_dir"), "spool_dir"),
         spool_budget=spool_budget,
         connections=_connections(top.get("connections"), "connections"),
-        buffered_body_budget=cp.size(
-            top.get("buffered_body_budget", defaults.buffered_body_budget),
-            "buffered_body_budget",
-        ),
+        buffered_body_budget=buffered_body_budget,
         unsigned_payload=cp.boolean(top.get("unsigned_payload", False), "unsigned_payload"),
         shutdown_grace=cp.duration(
             top.get("shutdown_grace", defaults.shutdown_grace), "shutdown_grace"

@@ -534,6 +534,16 @@ BAD_CONFIGS: list[tuple[str, str]] = [
         "max_body: 32MiB\nspool_budget: 16MiB\n",
         "spool_budget: must be at least max_body (33554432 bytes)",
     ),
+    # Under max_buffered_body, every chunked body (it reserves max_buffered_body) and every
+    # body between the two would get 503 "try again shortly", forever.
+    (
+        "buffered_body_budget: 4MiB\n",
+        "buffered_body_budget: must be at least max_buffered_body (8388608 bytes)",
+    ),
+    (
+        "max_buffered_body: 1MiB\nbuffered_body_budget: 512KiB\n",
+        "buffered_body_budget: must be at least max_buffered_body (1048576 bytes)",
+    ),
     ("spool_dir: 7\n", "spool_dir: expected a non-empty string, got int"),
     (
         "connections: {max_header_bytes: 1.5KiB}\n",
