@@ -62,6 +62,11 @@ class RequestBody:
         """The whole body arrived (it may not have been read yet)."""
         return self._done and self._error is None
 
+    @property
+    def arriving(self) -> bool:
+        """More of the body may still come: it has neither ended nor failed."""
+        return not self._done
+
     def feed(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)

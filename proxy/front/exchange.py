@@ -113,6 +113,11 @@ class Exchange:
     def body_complete(self) -> bool:
         return self.body is None or self.body.complete
 
+    @property
+    def body_arriving(self) -> bool:
+        """The client may still be sending this request's body (it was answered unread)."""
+        return self.body is not None and self.body.arriving
+
     # -- write side --------------------------------------------------------------------
 
     def _head(self, status: int, headers: Headers, framing: str) -> bytes:

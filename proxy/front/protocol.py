@@ -38,7 +38,8 @@ HEAD, BUSY, IDLE = "head", "busy", "idle"
 # Requests parsed ahead of the one being answered before the socket is not read further.
 _MAX_PIPELINED = 16
 _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
-# How long a refused connection is read (and dropped) before it is cut.
+# How long a connection we are done with is read (and dropped) before it is cut: a refused
+# one, or one whose request was answered while its body was still arriving.
 _LINGER = 1.0
 # Request methods as str, by the bytes the parser reports (llhttp accepts only its own list).
 _METHODS: dict[bytes, str] = {}
@@ -173,7 +174,7 @@ class FrontConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
             self._linger.cancel()
-            return  # a refused connection: nothing else was set up
+            self._linger = None
         if not self.closed:
             self.closed = True
             self.front.forget(self)
@@ -309,6 +310,23 @@ class FrontConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def close_lingering(self) -> None:
+        """Close after the answer to a request whose body is still arriving: half-close, then
+        read and drop what the client sends until it closes (or _LINGER passes). Closing with
+        those bytes unread would reset the connection, and a client still writing its body
+        would get EPIPE or ECONNRESET instead of the answer (nginx's lingering close)."""
+        transport = self._transport
+        if transport is None or self.closed or not transport.can_write_eof():
+            self.close()
+            return
+        self._parser = None  # data_received drops whatever comes now
+        self._parsing = None
+        self._current = None
+        self._pending.clear()
+        transport.write_eof()
+        transport.resume_reading()
+        self._linger = asyncio.get_running_loop().call_later(_LINGER, transport.abort)
+
     # -- serving, in order ---------------------------------------------------------------
 
     def _enqueue(self, exchange: Exchange) -> None:
@@ -348,7 +366,10 @@ class FrontConnection(asyncio.Protocol):
                 exchange.release()
             if not exchange.finished or exchange.closes:
                 self._task = None
-                self.close()
+                if exchange.finished and exchange.body_arriving:
+                    self.close_lingering()
+                else:
+                    self.close()
                 return
             if self.paused_since is not None and not self.closed:
                 await self.drain()  # the client reads this answer before the next one

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import MotoStack, unsigned_client
+from tests.e2e.conftest import MotoStack, moto_routes, unsigned_client
 from tests.e2e.js_support import ensure_node, run_job
 from tests.fakes.checksums import checksum
 from tests.fakes.threaded import serve_in_thread
 from tests.fakes.verifying_s3 import VerifyingS3
-from tests.servers import EXAMPLE_SECRET, credential_env, proxy_process
+from tests.servers import EXAMPLE_SECRET, ProxyProcess, credential_env, proxy_process
 
 MB = 1000 * 1000
 TRICKY_KEY = "dir/a b+c%d/é ü 東京.bin"
@@ -192,3 +192,60 @@ def test_stream_body_checksum_reaches_s3_and_is_verified(
         assert stored.payload_mode == hashlib.sha256(data).hexdigest()
     else:
         assert stored.payload_mode == payload
+
+
+@pytest.fixture(scope="module")
+def refusing_proxy(
+    moto_stack: MotoStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    """In front of moto: S3 uploads over 256 KiB stream, and each bucket takes one PutObject
+    per 1000 s (`enforce`: the next is refused at once, its body unread)."""
+    tmp = tmp_path_factory.mktemp("js-refusing")
+    env = credential_env(
+        tmp,
+        {"AWS_ACCESS_KEY_ID": moto_stack.key_id, "AWS_SECRET_ACCESS_KEY": moto_stack.secret},
+    )
+    config = {
+        "routes": moto_routes(moto_stack.moto.url),
+        "max_buffered_body": 256 * 1024,
+        "limit_policy": {"mode": "enforce"},
+        "limits": [
+            {
+                "name": "one-put-per-bucket",
+                "service": "s3",
+                "operations": ["PutObject"],
+                "per": "bucket",
+                "rate": 0.001,
+                "burst": 1,
+            }
+        ],
+        "retry": {"max_attempts": 1},
+    }
+    with proxy_process(tmp, config, env=env) as proxy:
+        yield proxy
+
+
+@pytest.mark.parametrize("way", ["route", "agent"])
+def test_refused_streamed_upload_reaches_the_sdk_as_its_error(
+    node: str, moto_stack: MotoStack, refusing_proxy: ProxyProcess, tmp_path: Path, way: str
+) -> None:
+    # The SDK is still writing the body when the refusal comes: closing with those bytes
+    # unread would reset the connection, and the SDK would see EPIPE or ECONNRESET (its
+    # TimeoutError) instead of SlowDown. Ten tries: before the fix most of them failed so.
+    path = random_file(tmp_path / "body.bin", 300 * 1000)
+    bucket = f"js-refused-{way}"
+    seen = run_job(
+        node,
+        {
+            "service": "s3-refused",
+            "way": way,
+            "proxy": refusing_proxy.url,
+            "bucket": bucket,
+            "key": "streamed.bin",
+            "path": str(path),
+            "tries": 11,
+        },
+    )
+    refused = {"name": "SlowDown", "status": 503, "reason": "rate-limited"}
+    assert seen == ["stored"] + [refused] * 10
+    assert read_back(moto_stack, bucket, "streamed.bin") == path.read_bytes()

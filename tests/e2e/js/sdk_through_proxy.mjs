@@ -50,10 +50,12 @@ async function streamSha256(body) {
   return { sha256: hash.digest("hex"), length };
 }
 
+const s3Config = () => (job.way === "route" ? viaRoute("s3") : viaForwardProxy("s3"));
+// Forward-proxy form: http-proxy-agent would write the head twice after 100 Continue.
+const s3Expect = () => (job.way === "route" ? {} : { expectContinueHeader: false });
+
 async function s3Job() {
-  const config = job.way === "route" ? viaRoute("s3") : viaForwardProxy("s3");
-  // Forward-proxy form: http-proxy-agent would write the head twice after 100 Continue.
-  const s3 = new S3Client({ ...config, forcePathStyle: true, ...(job.way === "route" ? {} : { expectContinueHeader: false }), ...job.s3Options });
+  const s3 = new S3Client({ ...s3Config(), forcePathStyle: true, ...s3Expect(), ...job.s3Options });
   await s3.send(new CreateBucketCommand({ Bucket: job.bucket }));
   const results = [];
   for (const object of job.objects) {
@@ -76,6 +78,24 @@ async function s3Job() {
     results.push({ key: object.key, ...(await streamSha256(got.Body)) });
   }
   return results;
+}
+
+// Uploads the proxy refuses: each attempt's error as the app sees it (name, status, and the
+// proxy's reason header), or "stored". A file stream, framed aws-chunked by the SDK.
+async function s3RefusedJob() {
+  const s3 = new S3Client({ ...s3Config(), forcePathStyle: true, ...s3Expect() });
+  await s3.send(new CreateBucketCommand({ Bucket: job.bucket }));
+  const seen = [];
+  for (let i = 0; i < job.tries; i++) {
+    try {
+      await s3.send(new PutObjectCommand({ Bucket: job.bucket, Key: job.key, Body: createReadStream(job.path) }));
+      seen.push("stored");
+    } catch (error) {
+      const headers = error.$response?.headers ?? {};
+      seen.push({ name: error.name, status: error.$metadata?.httpStatusCode ?? null, reason: headers["x-throttle-proxy-error"] ?? null });
+    }
+  }
+  return seen;
 }
 
 async function dynamodbJob() {
@@ -119,7 +139,7 @@ async function stsJob() {
   return { arn: me.Arn };
 }
 
-const jobs = { s3: s3Job, dynamodb: dynamodbJob, sqs: sqsJob, sts: stsJob };
+const jobs = { s3: s3Job, "s3-refused": s3RefusedJob, dynamodb: dynamodbJob, sqs: sqsJob, sts: stsJob };
 try {
   const result = await jobs[job.service]();
   process.stdout.write(JSON.stringify({ ok: true, result }) + "\n");
