@@ -218,8 +218,11 @@ class FrontConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
+        self._head_bytes += len(name) + len(value) + 4  # as received: the cap is on the wire
+        # llhttp leaves a value's trailing whitespace on; a field value excludes it (RFC 9110
+        # §5.5), as AWS reads it: `PutItem ` must be classified (and limited) as PutItem.
+        value = value.rstrip(b" \t")
         headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
-        self._head_bytes += len(name) + len(value) + 4
         settings = self.front.settings
         if len(headers) > settings.max_headers:
             raise HeaderTooLarge(f"more than {settings.max_headers} request headers")

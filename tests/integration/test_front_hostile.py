@@ -1,5 +1,6 @@
 """The front against hostile and careless clients, through a real proxy process: requests whose
-framing the parser ends early (Upgrade), so that no body is lost and no connection hangs."""
+framing the parser ends early (Upgrade), so that no body is lost and no connection hangs, and
+header values read as AWS reads them (so what the proxy classifies is what AWS executes)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.integration.front_client import EC2, closed_by_peer, exchange, read_a
 from tests.servers import ProxyProcess, proxy_process
 
 FORM = b"Action=DescribeVpcs&Version=2016-11-15"
+DYNAMODB = "dynamodb.us-east-1.amazonaws.com"
 
 
 def _echo_body(head: bytes) -> bytes:
@@ -89,3 +91,46 @@ async def test_an_upgrade_request_with_a_body_is_refused_never_sent_without_its_
     assert b"<Response><Errors><Error><Code>BadRequest</Code>" in answer.body  # EC2's format
     assert b"Upgrade" in answer.body
     assert upstream.heads == []
+
+
+@pytest.fixture
+def limited_proxy(tmp_path: Path, upstream: RawHttpServer) -> Iterator[ProxyProcess]:
+    config = {
+        "routes": [{"host": DYNAMODB, "upstream": upstream.url}],
+        "retry": {"max_attempts": 1},
+        "limits": [
+            {
+                "name": "ddb-put",
+                "service": "dynamodb",
+                "operations": ["PutItem"],
+                "rate": 0.001,  # one token in 1000 s: the burst is all a test can spend
+                "burst": 1,
+            }
+        ],
+        "limit_policy": {"mode": "enforce"},
+    }
+    with proxy_process(tmp_path, config) as handle:
+        yield handle
+
+
+def _put_item(target: str, length: str = "2") -> bytes:
+    return (
+        f"POST / HTTP/1.1\r\nHost: {DYNAMODB}\r\nX-Amz-Target: {target}\r\n"
+        f"Content-Type: application/x-amz-json-1.0\r\nContent-Length: {length}\r\n\r\n{{}}"
+    ).encode()
+
+
+async def test_header_values_are_read_without_trailing_whitespace_as_aws_reads_them(
+    limited_proxy: ProxyProcess, upstream: RawHttpServer
+) -> None:
+    # HTTP field values exclude trailing whitespace (RFC 9110 §5.5) and AWS reads them so: a
+    # `PutItem ` the proxy took for an unknown operation passed the PutItem limit and was
+    # executed as PutItem all the same.
+    first = await exchange(limited_proxy, _put_item("DynamoDB_20120810.PutItem \t", "2 "))
+    assert first.status == 200, (first.head, first.body)
+    assert b"X-Amz-Target: DynamoDB_20120810.PutItem\r\n" in upstream.heads[0]
+    second = await exchange(limited_proxy, _put_item("DynamoDB_20120810.PutItem "))
+    assert second.status == 400, (second.head, second.body)
+    assert second.header("x-throttle-proxy-error") == "rate-limited"
+    assert b"ThrottlingException" in second.body
+    assert len(upstream.heads) == 1
