@@ -8,6 +8,7 @@ people tell them apart from AWS's.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -53,9 +54,40 @@ def throttle_answer(protocol: str) -> tuple[int, str]:
     return _THROTTLE_BY_PROTOCOL.get(protocol, (429, "Throttling"))
 
 
+# What an SDK's request head says about the error format it parses, for a request whose host
+# names no endpoint (refused before routing): JSON-protocol SDKs name their target or send
+# their content type, query and EC2 ones a form or `Action=`; other REST calls get "rest".
+_JSON_CONTENT = "application/x-amz-json-"
+_FORM_CONTENT = "application/x-www-form-urlencoded"
+
+
+def protocol_of_head(target: str, headers: Mapping[str, str]) -> str:
+    """The protocol to refuse a request in when its host names no endpoint (`host-not-allowed`),
+    from its head alone: plain text there is an error no SDK parses (botocore's query parser
+    raises ResponseParserError, the JS SDK a SyntaxError instead of the error's name).
+    `target` is the raw request target, `headers` case-insensitive."""
+    content_type = headers.get("Content-Type", "").lower()
+    if "X-Amz-Target" in headers or content_type.startswith(_JSON_CONTENT):
+        return "json"
+    if content_type.startswith(_FORM_CONTENT) or "&Action=" in "&" + target.partition("?")[2]:
+        # EC2 writes its own shape (<Response><Errors>); its host names it in a label.
+        return "ec2" if "ec2" in _host_of(target, headers).split(".") else "query"
+    if content_type.startswith("application/json"):
+        return "rest-json"
+    return "rest"
+
+
+def _host_of(target: str, headers: Mapping[str, str]) -> str:
+    if target.startswith(("http://", "https://")):
+        authority = target.split("/", 3)[2]
+    else:
+        authority = headers.get("Host", "")
+    return authority.rpartition("@")[2].split(":", 1)[0].lower()
+
+
 def render_error(error: ProxyError, protocol: str, request_id: str) -> ErrorAnswer:
     """The answer for `error` in `protocol` ('ec2', 'query', 'json', 'rest-json', 'rest-xml',
-    anything else: plain text)."""
+    'rest': REST-XML with the code in a header too; anything else: plain text)."""
     status, code = error.status, _code_for(error, protocol)
     retry_after: str | None = None
     if isinstance(error, RateLimited):
@@ -96,13 +128,17 @@ def render_aws_error(
             "application/x-amz-json-1.0" if protocol == "json" else "application/json"
         )
         headers["x-amzn-ErrorType"] = code
-    elif protocol == "rest-xml":
+    elif protocol in ("rest-xml", "rest"):
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             f"<Error><Code>{code}</Code><Message>{escape(message)}</Message>"
             f"<RequestId>{request_id}</RequestId></Error>"
         )
         headers["Content-Type"] = "application/xml"
+        if protocol == "rest":
+            # A REST service we cannot tell: S3's XML, and the code where REST-JSON SDKs look
+            # first (botocore reads it there whatever the body).
+            headers["x-amzn-ErrorType"] = code
     else:
         body = f"{code}: {message}\n"
         headers["Content-Type"] = "text/plain; charset=utf-8"

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.aws.errors import render_error
+from proxy.aws.errors import protocol_of_head, render_error
 from proxy.aws.headers import forwardable_request_headers, response_headers
 from proxy.aws.operations import classify, error_protocol
 from proxy.aws.routing import single_host
@@ -399,7 +399,9 @@ def _error_protocol(ctx: RequestContext) -> str:
         return ctx.operation.protocol
     target, exchange = ctx.target, ctx.exchange
     if target is None:
-        return "plain"
+        if exchange.method in ("", "CONNECT"):
+            return "plain"  # no HTTP request we could read, or a tunnel: no SDK's format
+        return protocol_of_head(exchange.target, exchange.headers)  # host-not-allowed
     try:
         return error_protocol(
             exchange.method, target.endpoint, target.path, target.query, exchange.headers

@@ -249,3 +249,17 @@ def test_refused_streamed_upload_reaches_the_sdk_as_its_error(
     refused = {"name": "SlowDown", "status": 503, "reason": "rate-limited"}
     assert seen == ["stored"] + [refused] * 10
     assert read_back(moto_stack, bucket, "streamed.bin") == path.read_bytes()
+
+
+def test_refused_host_is_an_error_the_sdk_names(node: str, moto_stack: MotoStack) -> None:
+    seen = run_job(
+        node,
+        {
+            "service": "refused-host",
+            "way": "agent",
+            "proxy": moto_stack.proxy.url,
+            "host": "vpce-0123-abcd.{service}.us-east-1.vpce.amazonaws.com",
+        },
+    )
+    refused = {"name": "HostNotAllowed", "status": 403, "reason": "host-not-allowed"}
+    assert seen == {service: refused for service in ("s3", "dynamodb", "sqs", "sts")}

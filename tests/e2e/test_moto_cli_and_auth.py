@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 import urllib3
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import MotoStack, moto_routes, unsigned_client
@@ -169,3 +172,40 @@ def test_raw_http_client_with_host_header(moto_stack: MotoStack) -> None:
     assert answer.status == 200, answer.data[:300]
     assert b"arn:aws:iam::123456789012:user/proxy-tester" in answer.data
     assert answer.headers["x-throttle-proxy-attempts"] == "1"
+
+
+# A call per protocol: S3 (REST-XML), STS, IAM and SQS-era query, EC2, DynamoDB (JSON), Lambda
+# (REST-JSON); SQS speaks JSON in current botocore.
+REFUSED_HOST_CALLS = {
+    "s3": lambda c: c.list_objects_v2(Bucket="b"),
+    "sts": lambda c: c.get_caller_identity(),
+    "iam": lambda c: c.list_users(),
+    "ec2": lambda c: c.describe_vpcs(),
+    "sqs": lambda c: c.list_queues(),
+    "dynamodb": lambda c: c.list_tables(),
+    "lambda": lambda c: c.list_functions(),
+}
+
+
+@pytest.mark.parametrize("service", sorted(REFUSED_HOST_CALLS))
+def test_refused_host_is_an_error_botocore_reads(moto_stack: MotoStack, service: str) -> None:
+    # A VPC endpoint name (the proxy signs for none by a wildcard): refused before routing,
+    # so no service names the format; the SDK's request says which one it reads.
+    made = boto3.client(
+        service,
+        region_name="us-east-1",
+        endpoint_url=f"http://vpce-0123-abcd.{service}.us-east-1.vpce.amazonaws.com",
+        config=BotoConfig(
+            signature_version=UNSIGNED,
+            retries={"total_max_attempts": 1},
+            proxies={"http": moto_stack.proxy.url},
+            s3={"addressing_style": "path"},
+        ),
+    )
+    with pytest.raises(ClientError) as caught:
+        REFUSED_HOST_CALLS[service](made)
+    error = caught.value.response
+    assert error["Error"]["Code"] == "HostNotAllowed"
+    assert "vpce-0123-abcd" in error["Error"]["Message"]
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert error["ResponseMetadata"]["HTTPHeaders"]["x-throttle-proxy-error"] == "host-not-allowed"

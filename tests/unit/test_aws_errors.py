@@ -10,8 +10,9 @@ import pytest
 from botocore.awsrequest import HeadersDict
 from botocore.parsers import create_parser
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
+from multidict import CIMultiDict
 
-from proxy.aws.errors import ERROR_HEADER, ErrorAnswer, render_error
+from proxy.aws.errors import ERROR_HEADER, ErrorAnswer, protocol_of_head, render_error
 from proxy.errors import (
     BadRequest,
     HostNotAllowed,
@@ -27,6 +28,7 @@ from proxy.errors import (
 
 PROTOCOLS = ("ec2", "query", "json", "rest-json", "rest-xml")
 REQUEST_ID = "5f1c7b0e-0000-4000-8000-00000000abcd"
+_FORM = "application/x-www-form-urlencoded"
 TRICKY = "bucket <a&b> is \"over\" 'limit' & more"
 
 # (protocol, status, code) of a client-side throttle, as the services send their own.
@@ -241,3 +243,40 @@ def test_body_is_utf8() -> None:
     answer = render_error(BadRequest("bucket “café”"), "rest-xml", REQUEST_ID)
     assert xml_fields(answer.body)["Message"] == "bucket “café”"
     assert json.loads(render_error(BadRequest("é"), "json", REQUEST_ID).body)["message"] == "é"
+
+
+# (request target, head) of requests SDKs send, and the format each one's parser reads.
+HEADS = [
+    ("http://vpce-1.s3.us-east-1.vpce.amazonaws.com/b/k", {}, "rest"),
+    ("/b/k?x-id=PutObject", {"Host": "b.s3.x", "Content-Type": "application/octet-stream"}, "rest"),
+    ("http://h/2015-03-31/functions/", {}, "rest"),
+    ("http://h/2015-03-31/functions/f", {"Content-Type": "application/json"}, "rest-json"),
+    ("http://h/", {"X-Amz-Target": "DynamoDB_20120810.ListTables"}, "json"),
+    ("http://h/", {"content-type": "application/x-amz-json-1.0"}, "json"),
+    ("http://h/", {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}, "query"),
+    ("http://h/?Action=GetCallerIdentity&Version=2011-06-15", {}, "query"),
+    ("/?Version=1&Action=ListUsers", {"Host": "iam.example"}, "query"),
+    ("/?NotAction=ListUsers", {}, "rest"),
+    ("http://vpce-1.ec2.us-east-1.vpce.amazonaws.com/?Action=DescribeVpcs", {}, "ec2"),
+    (
+        "/",
+        {"Host": "vpce-1.EC2.us-east-1.vpce.amazonaws.com:80", "Content-Type": _FORM},
+        "ec2",
+    ),
+    ("http://ec2-like.example/?Action=DescribeVpcs", {}, "query"),
+]
+
+
+@pytest.mark.parametrize(("target", "head", "protocol"), HEADS)
+def test_protocol_of_head_is_the_one_the_sdk_reads(
+    target: str, head: dict[str, str], protocol: str
+) -> None:
+    assert protocol_of_head(target, CIMultiDict(head)) == protocol
+
+
+@pytest.mark.parametrize("sdk_protocol", ["rest-xml", "rest-json"])
+def test_rest_refusal_parses_in_either_rest_protocol(sdk_protocol: str) -> None:
+    # A REST request from a host that names no service: S3 (XML) or a REST-JSON service.
+    answer = render_error(HostNotAllowed("host 'h' is not allowed"), "rest", REQUEST_ID)
+    assert xml_fields(answer.body)["Code"] == "HostNotAllowed"
+    assert botocore_parse(answer, sdk_protocol)["Error"]["Code"] == "HostNotAllowed"

@@ -98,6 +98,29 @@ async function s3RefusedJob() {
   return seen;
 }
 
+// A host the proxy refuses (job.host, with {service} in it): each service's error as the app
+// sees it, by the forward-proxy way.
+async function refusedHostJob() {
+  const config = (service) => ({ ...viaForwardProxy(service), endpoint: `http://${job.host.replace("{service}", service)}` });
+  const calls = {
+    s3: () => new S3Client({ ...config("s3"), forcePathStyle: true }).send(new GetObjectCommand({ Bucket: "b", Key: "k" })),
+    dynamodb: () => new DynamoDBClient(config("dynamodb")).send(new BatchGetItemCommand({ RequestItems: { t: { Keys: [{ k: { S: "k" } }] } } })),
+    sqs: () => new SQSClient(config("sqs")).send(new CreateQueueCommand({ QueueName: "q" })),
+    sts: () => new STSClient(config("sts")).send(new GetCallerIdentityCommand({})),
+  };
+  const seen = {};
+  for (const [service, call] of Object.entries(calls)) {
+    try {
+      await call();
+      seen[service] = "answered";
+    } catch (error) {
+      const headers = error.$response?.headers ?? {};
+      seen[service] = { name: error.name, status: error.$metadata?.httpStatusCode ?? null, reason: headers["x-throttle-proxy-error"] ?? null };
+    }
+  }
+  return seen;
+}
+
 async function dynamodbJob() {
   const config = job.way === "route" ? viaRoute("dynamodb") : viaForwardProxy("dynamodb");
   const ddb = new DynamoDBClient(config);
@@ -139,7 +162,7 @@ async function stsJob() {
   return { arn: me.Arn };
 }
 
-const jobs = { s3: s3Job, "s3-refused": s3RefusedJob, dynamodb: dynamodbJob, sqs: sqsJob, sts: stsJob };
+const jobs = { s3: s3Job, "s3-refused": s3RefusedJob, "refused-host": refusedHostJob, dynamodb: dynamodbJob, sqs: sqsJob, sts: stsJob };
 try {
   const result = await jobs[job.service]();
   process.stdout.write(JSON.stringify({ ok: true, result }) + "\n");
