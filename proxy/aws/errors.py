@@ -31,6 +31,7 @@ _THROTTLE_BY_PROTOCOL = {
     "json": (400, "ThrottlingException"),
     "rest-json": (429, "TooManyRequestsException"),
     "rest-xml": (503, "SlowDown"),
+    "smithy-rpc-v2-cbor": (400, "ThrottlingException"),
 }
 
 
@@ -55,8 +56,9 @@ def throttle_answer(protocol: str) -> tuple[int, str]:
 
 
 # What an SDK's request head says about the error format it parses, for a request whose host
-# names no endpoint (refused before routing): JSON-protocol SDKs name their target or send
-# their content type, query and EC2 ones a form or `Action=`; other REST calls get "rest".
+# names no endpoint (refused before routing): Smithy RPC v2 SDKs send `smithy-protocol`,
+# JSON-protocol ones name their target or send their content type, query and EC2 ones a form
+# or `Action=`; other REST calls get "rest".
 _JSON_CONTENT = "application/x-amz-json-"
 _FORM_CONTENT = "application/x-www-form-urlencoded"
 
@@ -67,6 +69,8 @@ def protocol_of_head(target: str, headers: Mapping[str, str]) -> str:
     raises ResponseParserError, the JS SDK a SyntaxError instead of the error's name).
     `target` is the raw request target, `headers` case-insensitive."""
     content_type = headers.get("Content-Type", "").lower()
+    if headers.get("smithy-protocol") == "rpc-v2-cbor":
+        return "smithy-rpc-v2-cbor"
     if "X-Amz-Target" in headers or content_type.startswith(_JSON_CONTENT):
         return "json"
     if content_type.startswith(_FORM_CONTENT) or "&Action=" in "&" + target.partition("?")[2]:
@@ -87,7 +91,8 @@ def _host_of(target: str, headers: Mapping[str, str]) -> str:
 
 def render_error(error: ProxyError, protocol: str, request_id: str) -> ErrorAnswer:
     """The answer for `error` in `protocol` ('ec2', 'query', 'json', 'rest-json', 'rest-xml',
-    'rest': REST-XML with the code in a header too; anything else: plain text)."""
+    'smithy-rpc-v2-cbor', 'rest': REST-XML with the code in a header too; anything else: plain
+    text)."""
     status, code = error.status, _code_for(error, protocol)
     retry_after: str | None = None
     if isinstance(error, RateLimited):
@@ -139,7 +144,34 @@ def render_aws_error(
             # A REST service we cannot tell: S3's XML, and the code where REST-JSON SDKs look
             # first (botocore reads it there whatever the body).
             headers["x-amzn-ErrorType"] = code
+    elif protocol == "smithy-rpc-v2-cbor":
+        headers["Content-Type"] = "application/cbor"
+        # Smithy RPC v2 clients check it before they read the body (the Go SDK's refuses
+        # an answer without it).
+        headers["smithy-protocol"] = "rpc-v2-cbor"
+        return ErrorAnswer(status, headers, _cbor_error(code, message))
     else:
         body = f"{code}: {message}\n"
         headers["Content-Type"] = "text/plain; charset=utf-8"
     return ErrorAnswer(status, headers, body.encode("utf-8"))
+
+
+def _cbor_error(code: str, message: str) -> bytes:
+    """Smithy RPC v2 CBOR's error document: a map of two text strings, `__type` and
+    `message` (RFC 8949: 0xa2 a map of two pairs)."""
+    return b"\xa2" + b"".join(map(_cbor_text, ("__type", code, "message", message)))
+
+
+def _cbor_text(text: str) -> bytes:
+    """A CBOR text string (major type 3), its length in the shortest form."""
+    data = text.encode("utf-8")
+    size = len(data)
+    if size < 24:
+        head = bytes((0x60 + size,))
+    elif size < 0x100:
+        head = bytes((0x78, size))
+    elif size < 0x10000:
+        head = b"\x79" + size.to_bytes(2, "big")
+    else:
+        head = b"\x7a" + size.to_bytes(4, "big")
+    return head + data

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import botocore.session
 import pytest
 import yaml
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserError
+from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 
 from tests.fakes.aws_upstream import FakeAws, Seen
 from tests.fakes.scripted_upstream import ScriptedUpstream, error
@@ -19,6 +28,7 @@ from tests.servers import ProxyProcess, proxy_process
 
 EC2 = "ec2.us-east-1.amazonaws.com"
 S3 = "s3.us-east-1.amazonaws.com"
+CLOUDWATCH = "monitoring.us-east-1.amazonaws.com"
 
 
 def config(fake: FakeAws, limits: list[dict[str, object]], **policy: object) -> dict[str, object]:
@@ -119,6 +129,68 @@ async def test_over_max_wait_answers_the_services_own_throttling_error(
             assert [a[1]["x-throttle-proxy-attempts"] for a in answers[:2]] == ["1", "1"]
             rejected = 'throttle_proxy_ratelimit_decisions_total{decision="rejected",rule="run"}'
             assert await metric(session, proxy, rejected) == 1
+
+
+def cbor_cloudwatch(proxy: ProxyProcess, models: Path) -> Any:
+    """botocore's CloudWatch client on Smithy RPC v2 CBOR, the protocol the Go SDK v2 and the
+    Ruby SDK speak to CloudWatch by default (botocore prefers its JSON): the model's protocol
+    list narrowed to CBOR, loaded from `models`."""
+    model = botocore.session.get_session().get_service_data("cloudwatch")
+    model["metadata"]["protocols"] = ["smithy-rpc-v2-cbor"]
+    path = models / "cloudwatch" / model["metadata"]["apiVersion"] / "service-2.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(model), encoding="utf-8")
+    session = botocore.session.get_session()
+    session.get_component("data_loader").search_paths.insert(0, str(models))
+    return session.create_client(
+        "cloudwatch",
+        region_name="us-east-1",
+        endpoint_url=f"http://{CLOUDWATCH}",
+        config=BotoConfig(
+            signature_version=UNSIGNED,
+            proxies={"http": proxy.url},
+            retries={"total_max_attempts": 1},
+        ),
+    )
+
+
+def _put_metric(client: Any) -> dict[str, Any]:
+    """The error response botocore parsed from the call's answer ({} for a success)."""
+    try:
+        client.put_metric_data(Namespace="app", MetricData=[{"MetricName": "m", "Value": 1.0}])
+    except ClientError as error:
+        return dict(error.response)
+    return {}
+
+
+def _spend_token(client: Any) -> None:
+    # The fake answers EC2-style XML, no CBOR: botocore cannot parse it, and need not.
+    with contextlib.suppress(ResponseParserError):
+        _put_metric(client)
+
+
+async def test_cbor_request_over_the_limit_gets_a_cbor_throttle_the_sdk_reads(
+    tmp_path: Path, fake_aws: FakeAws
+) -> None:
+    limits = [{"name": "metrics", "service": "monitoring", "rate": 0.001, "burst": 1}]
+    full = {
+        "routes": [{"host": CLOUDWATCH, "upstream": fake_aws.url}],
+        "limits": limits,
+        "limit_policy": {"mode": "enforce"},
+        "retry": {"max_attempts": 1},
+    }
+    with proxy_process(tmp_path, full) as proxy:
+        client = cbor_cloudwatch(proxy, tmp_path / "models")
+        await asyncio.to_thread(_spend_token, client)
+        refused = await asyncio.to_thread(_put_metric, client)
+        assert refused["Error"]["Code"] == "ThrottlingException"
+        assert refused["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert (
+            refused["ResponseMetadata"]["HTTPHeaders"]["x-throttle-proxy-error"] == "rate-limited"
+        )
+        context = RetryContext(attempt_number=1, parsed_response=refused)
+        assert ThrottledRetryableChecker().is_retryable(context)
+        assert len(fake_aws.seen) == 1
 
 
 async def test_s3_prefixes_get_buckets_of_their_own(tmp_path: Path, fake_aws: FakeAws) -> None:

@@ -26,7 +26,8 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 
-PROTOCOLS = ("ec2", "query", "json", "rest-json", "rest-xml")
+CBOR = "smithy-rpc-v2-cbor"  # CloudWatch in the Go SDK v2 and the Ruby SDK
+PROTOCOLS = ("ec2", "query", "json", "rest-json", "rest-xml", CBOR)
 REQUEST_ID = "5f1c7b0e-0000-4000-8000-00000000abcd"
 _FORM = "application/x-www-form-urlencoded"
 TRICKY = "bucket <a&b> is \"over\" 'limit' & more"
@@ -38,6 +39,7 @@ THROTTLES = [
     ("json", 400, "ThrottlingException"),
     ("rest-json", 429, "TooManyRequestsException"),
     ("rest-xml", 503, "SlowDown"),
+    (CBOR, 400, "ThrottlingException"),
 ]
 
 # Every error the proxy raises itself, with the code it becomes.
@@ -172,7 +174,7 @@ def test_botocore_retries_our_throttles_as_throttles(protocol: str, status: int,
     assert ThrottledRetryableChecker().is_retryable(context)
 
 
-@pytest.mark.parametrize("protocol", ["ec2", "query", "json", "rest-xml"])
+@pytest.mark.parametrize("protocol", ["ec2", "query", "json", "rest-xml", CBOR])
 def test_botocore_reads_our_request_id(protocol: str) -> None:
     parsed = botocore_parse(render_error(BadRequest("x"), protocol, REQUEST_ID), protocol)
     assert parsed["ResponseMetadata"]["RequestId"] == REQUEST_ID
@@ -264,6 +266,11 @@ HEADS = [
         "ec2",
     ),
     ("http://ec2-like.example/?Action=DescribeVpcs", {}, "query"),
+    (
+        "/service/GraniteServiceVersion20100801/operation/PutMetricData",
+        {"smithy-protocol": "rpc-v2-cbor"},
+        CBOR,
+    ),
 ]
 
 
@@ -280,3 +287,14 @@ def test_rest_refusal_parses_in_either_rest_protocol(sdk_protocol: str) -> None:
     answer = render_error(HostNotAllowed("host 'h' is not allowed"), "rest", REQUEST_ID)
     assert xml_fields(answer.body)["Code"] == "HostNotAllowed"
     assert botocore_parse(answer, sdk_protocol)["Error"]["Code"] == "HostNotAllowed"
+
+
+@pytest.mark.parametrize("message", ["short", "m" * 23, "m" * 24, "é" * 200, "x" * 70_000])
+def test_cbor_body_shape(message: str) -> None:
+    # Smithy RPC v2 clients check the protocol header before they read the body (the Go SDK
+    # refuses an answer without it).
+    answer = render_error(BadRequest(message), CBOR, REQUEST_ID)
+    assert answer.headers["smithy-protocol"] == "rpc-v2-cbor"
+    assert answer.headers["Content-Type"] == "application/cbor"
+    parsed = botocore_parse(answer, CBOR)
+    assert (parsed["Error"]["Code"], parsed["Error"]["Message"]) == ("BadRequest", message)
