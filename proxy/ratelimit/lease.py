@@ -32,7 +32,7 @@ from dataclasses import dataclass
 SLICE_TTL = 1.0  # seconds a slice may be spent after its refill was asked for
 FIRST_SLICE = 4  # tokens asked for first; doubled while spent in time
 BURST_SHARE = 0.1  # a slice holds at most this share of the bucket's burst
-MAX_SLICES = 10_000  # buckets with a slice at once; past it new buckets go to Redis per request
+MAX_SLICES = 10_000  # buckets with a slice at once (see LeaseBook._make_room)
 
 
 def lease_size(rate: float, burst: float, lease_interval: float) -> int:
@@ -88,11 +88,7 @@ class LeaseBook:
         found = self._slices.get(key)
         if found is None:
             if len(self._slices) >= MAX_SLICES:
-                # A slice with a refill out stays: dropping it would let the next ask send a
-                # second refill, and both grants would land on one slice (over S).
-                self._slices = {
-                    k: s for k, s in self._slices.items() if s.expires > now or s.refilling
-                }
+                self._make_room(now)
                 if len(self._slices) >= MAX_SLICES:
                     return 0
             found = self._slices[key] = Slice()
@@ -111,6 +107,18 @@ class LeaseBook:
             return 0
         found.refilling = True
         return wanted
+
+    def _make_room(self, now: float) -> None:
+        """Drop the expired slices; if most are live (keys sprayed faster than slices
+        expire), drop every slice with no refill out, their tokens unspent (that only admits
+        less): a book that stayed full would be rebuilt on every new key, O(n) each.
+
+        A slice with a refill out stays: dropping it would let the next ask send a second
+        refill, and both grants would land on one slice (over S)."""
+        kept = {k: s for k, s in self._slices.items() if s.expires > now or s.refilling}
+        if len(kept) >= MAX_SLICES // 2:
+            kept = {k: s for k, s in kept.items() if s.refilling}
+        self._slices = kept
 
     def granted(self, key: str, asked: int, got: int, asked_at: float, rate: float) -> None:
         """Redis gave `got` of the `asked` tokens, for a call sent at `asked_at`."""

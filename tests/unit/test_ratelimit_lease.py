@@ -155,10 +155,29 @@ def test_slices_are_bounded_in_number() -> None:
     for i in range(MAX_SLICES):
         wanted = book.ask(f"k{i}", 10, now)
         book.granted(f"k{i}", wanted, wanted, now, rate=1000)
-    assert book.ask("one-more", 10, now) == 0  # full of live slices: decided in Redis
     clock.advance(SLICE_TTL)
     assert book.ask("one-more", 10, clock.monotonic()) == FIRST_SLICE  # expired ones cleared
     assert len(book) == 1
+
+
+def test_a_book_full_of_live_slices_is_cleared_once_not_per_new_key() -> None:
+    # Keys sprayed faster than slices expire: the live slices are dropped (their tokens
+    # unspent, which only admits less), so the book is not rebuilt on every new key.
+    clock = FakeClock()
+    book = LeaseBook()
+    now = clock.monotonic()
+    for i in range(MAX_SLICES):
+        wanted = book.ask(f"k{i}", 10, now)
+        book.granted(f"k{i}", wanted, wanted, now, rate=1000)
+    assert book.ask("first", 10, now) == FIRST_SLICE
+    book.granted("first", FIRST_SLICE, FIRST_SLICE, now, rate=1000)
+    assert len(book) == 1
+    assert book.held("k0") == 0
+    for i in range(MAX_SLICES - 1):  # the book fills up again before it is cleared again
+        wanted = book.ask(f"new{i}", 10, now)
+        book.granted(f"new{i}", wanted, wanted, now, rate=1000)
+    assert len(book) == MAX_SLICES
+    assert book.held("first") == FIRST_SLICE
 
 
 def test_a_slice_with_a_refill_out_survives_the_clearing() -> None:
