@@ -9,7 +9,8 @@ Bucket keys per `per`: `none` one bucket; `operation` one per operation the serv
 (`Operation.label`: names a client makes up all share the bucket `other`, so they cannot mint
 buckets without end); `bucket` one per S3 bucket; `prefix` one per S3 bucket plus the first
 `prefix_depth` folder segments of the key (the object's own name is not a segment:
-`b/logs/2024/x.gz` at depth 1 is `b/logs`).
+`b/logs/2024/x.gz` at depth 1 is `b/logs`). Both are cut at the longest partition S3 can have
+(`LONGEST_PARTITION`): names past it are ones S3 refuses, and share a bucket here.
 
 Before the `per` part comes the budget's `scope`, because AWS throttles per account and per
 region: `account-region` (the default) keeps one budget per signing account (or identity name
@@ -32,6 +33,10 @@ from proxy.config.model import Config, LimitRule, limit_rule
 from proxy.config.readers import ConfigError
 
 DEFAULT_LIMITS_RESOURCE = "aws-limits.yaml"
+# The longest S3 partition there is: a bucket name (63 characters), a slash, a key's leading
+# folders (a key is at most 1024 bytes). A client's longer name is one S3 refuses anyway; cut
+# there, it cannot make each bucket the limiter keeps as long as a request line (64 KiB).
+LONGEST_PARTITION = 63 + 1 + 1024
 _PATTERN_CHARS = frozenset("*?[")
 
 
@@ -122,8 +127,8 @@ class CompiledRule:
         if per == "operation":
             return op.label
         if per == "bucket":
-            return op.bucket or ""
-        return prefix_key(op.bucket, op.key, self.rule.prefix_depth)
+            return (op.bucket or "")[:LONGEST_PARTITION]
+        return prefix_key(op.bucket, op.key, self.rule.prefix_depth)[:LONGEST_PARTITION]
 
     def bucket_key(self, op: Operation) -> str:
         """Which of the rule's buckets `op` draws from (never a metric label)."""

@@ -7,6 +7,7 @@ import pytest
 from proxy.aws.operations import Operation
 from proxy.config.model import Config, LimitRule, parse_config
 from proxy.ratelimit.rules import (
+    LONGEST_PARTITION,
     compile_rule,
     describe_rules,
     effective_rules,
@@ -106,6 +107,26 @@ def test_bucket_key_per_scope(per: str, expected: str) -> None:
     op = Operation("s3", "GetObject", bucket="photos", key="2024/cat.jpg", protocol="rest-xml")
     assert rule.covers(op)
     assert rule.per_key(op) == expected
+
+
+@pytest.mark.parametrize("per", ["bucket", "prefix"])
+def test_bucket_keys_are_no_longer_than_any_s3_partition(per: str) -> None:
+    """A request line may be 64 KiB: a client must not make each bucket it mints that long."""
+    rule = compile_rule(LimitRule("r", "s3", 10, 10, per=per, prefix_depth=2))
+    longest_real = Operation(
+        "s3", "GetObject", bucket="b" * 63, key=f"{'k' * 1000}/{'f' * 22}/x", protocol="rest-xml"
+    )
+    assert rule.per_key(longest_real) == (
+        "b" * 63 if per == "bucket" else f"{'b' * 63}/{'k' * 1000}/{'f' * 22}"
+    )
+    sprayed = {
+        rule.per_key(
+            Operation("s3", "GetObject", bucket=f"{n}{'b' * 60_000}", key=f"{'p' * 60_000}/o")
+        )
+        for n in range(10)
+    }
+    assert len(sprayed) == 10  # still a bucket each
+    assert max(len(key) for key in sprayed) <= LONGEST_PARTITION
 
 
 def test_defaults_hold_the_published_ec2_and_s3_limits() -> None:
