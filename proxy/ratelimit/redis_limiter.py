@@ -51,6 +51,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from proxy.aws.operations import Operation
@@ -489,7 +490,11 @@ def _client(config: RedisConfig) -> Any:
     options: dict[str, Any] = {
         "socket_timeout": config.timeout,
         "socket_connect_timeout": config.timeout,
-        "retry": Retry(NoBackoff(), 0),
+        # One retry, on a fresh connection, for a connection error only: after Redis restarts
+        # every pooled connection is dead, and redis-py finds out on its first use. Without it
+        # each of them would fail a call and fail the limiter open for retry_interval. A
+        # timeout is not retried (the call is bounded by redis.timeout whatever happens).
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     }
     if config.cluster:
         return aioredis.RedisCluster.from_url(config.url, **options)

@@ -151,3 +151,27 @@ async def test_an_outage_is_logged_and_counted_once_not_per_request(
             assert events(logs, "redis-limiter-unavailable") == 1
     finally:
         await replica.close()
+
+
+async def test_a_restarted_redis_is_shared_again_at_once_over_stale_connections(
+    redis_server: RedisProcess,
+) -> None:
+    metrics = Metrics()
+    rule = LimitRule("reads", "s3", rate=0.001, burst=3, operations=("GetObject",))
+    replica = limiter(redis_server.port, rule, LimitPolicy(max_wait=0.0), metrics)
+    try:
+        # Connections in the pool, as under load; then Redis restarts (empty, same port) and
+        # every one of them is dead without the client knowing yet.
+        await asyncio.gather(*(replica._client.ping() for _ in range(4)))
+        redis_server.stop()
+        redis_server.start()
+        # Decided in Redis, not failed open: the burst of 3 and no more.
+        got = [await outcomes(replica, [get_object("a")]) for _ in range(5)]
+        assert got[:3] == [[0.0]] * 3
+        assert all(isinstance(one[0], RateLimited) for one in got[3:]), got
+        errors = metrics.registry.get_sample_value(
+            "throttle_proxy_ratelimit_backend_errors_total", {"backend": "redis"}
+        )
+        assert not errors
+    finally:
+        await replica.close()
