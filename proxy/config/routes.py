@@ -75,7 +75,9 @@ def _route(raw: object, path: str) -> Route:
         raise ConfigError(f"{path}.upstream", "must be scheme://host[:port] with no path")
     return Route(
         upstream=upstream.rstrip("/"),
-        host=host.lower() if host else None,
+        # Compared with the request's host as the router normalises it (lower case, no
+        # trailing dot), as allow_hosts entries are: else the route silently never matches.
+        host=host.lower().removesuffix(".") if host else None,
         path_prefix=prefix,
         service=cp.optional_string(section.get("service"), f"{path}.service"),
         region=cp.optional_string(section.get("region"), f"{path}.region"),

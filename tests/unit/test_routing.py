@@ -244,6 +244,21 @@ def test_an_exact_allow_entry_is_compared_as_hosts_are_normalised() -> None:
         )
 
 
+def test_a_host_route_is_compared_as_hosts_are_normalised() -> None:
+    # A route written with a trailing dot never matched the normalised host, so its requests
+    # fell through to the allow-list and were signed for, and sent to, the real AWS name
+    # instead of the route's upstream (a load test's stand-in, say).
+    routed = router(
+        routes=[{"host": "EC2.us-east-1.amazonaws.com.", "upstream": "http://127.0.0.1:5055"}]
+    )
+    for sent in (EC2, "ec2.US-EAST-1.amazonaws.com."):
+        assert routed.resolve("GET", "/", sent).origin == Origin("http", "127.0.0.1", 5055)
+    wildcard = router(
+        routes=[{"host": "*.us-east-1.amazonaws.com.", "upstream": "http://127.0.0.1:5055"}]
+    )
+    assert wildcard.resolve("GET", "/", EC2).origin == Origin("http", "127.0.0.1", 5055)
+
+
 def test_hosts_longer_than_a_dns_name_are_refused_without_being_remembered() -> None:
     # Host headers may be 64 KiB: 4096 distinct ones, each remembered with its decision and
     # refusal (and the grammar's answer), held ~700 MB for good. They are never AWS's names.
