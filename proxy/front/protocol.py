@@ -253,6 +253,16 @@ class FrontConnection(asyncio.Protocol):
             exchange.closes = True
         if parser.should_upgrade():
             _decline_upgrade(exchange)
+        if has_body:
+            codings = headers.getall("Transfer-Encoding", ())
+            if codings and exchange.refusal is None and [c.lower() for c in codings] != ["chunked"]:
+                # llhttp undoes only the chunked framing: a body still gzip- (or otherwise)
+                # coded would go upstream, its coding dropped with the hop-by-hop header, as if
+                # it were the body itself (RFC 9112 §6.1: refuse a coding not understood).
+                exchange.refusal = BadRequest(
+                    f"Transfer-Encoding {', '.join(codings)[:60]!r} is not supported: only chunked"
+                )
+                exchange.closes = True
         self._parsing = exchange if has_body else None
         self._enqueue(exchange)
 
