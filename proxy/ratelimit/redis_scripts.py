@@ -3,10 +3,11 @@
 Times are microseconds of Redis's own clock (`TIME`), so replicas need no synchronised clocks.
 A bucket's value is `tat:interval:burst`: its GCRA theoretical arrival time (TAT) and the
 rule's shape when it was last charged; a missing key is a full bucket. When a reload changed
-the rule (any replica's), the next charge first rescales the bucket as the local limiter does:
-its level (tokens it could spend now) is kept, capped at the new burst, so shrinking leaves
-no debt and growing gives no credit. (A bucket Redis has already expired was full: it comes
-back full of the new burst.)
+the rule (any replica's), the next request first rescales the bucket as the local limiter
+does: its level (tokens it could spend now) is kept, capped at the new burst, so shrinking
+leaves no debt and growing gives no credit. The rescaled bucket is stored even when the
+request is refused, so the new rate applies from then on. (A bucket Redis has already
+expired was full: it comes back full of the new burst.)
 
 One script call decides a whole batch of requests, one after another, each atomically over
 all of its buckets: that is how concurrent requests share one round trip.
@@ -40,8 +41,8 @@ local function read(key, interval, burst)
   if tat <= now then return now end
   if old_interval == interval and old_burst == burst then return tat end
   local spent = (tat - now) / tonumber(old_interval) + tonumber(burst) - tonumber(old_burst)
-  if spent <= 0 then return now end
-  return math.floor(now + spent * tonumber(interval))
+  if spent <= 0 then return now, true end
+  return math.floor(now + spent * tonumber(interval)), true
 end
 """
 
@@ -63,11 +64,12 @@ for spec in string.gmatch(ARGV[1], '[^;]+') do
   for field in string.gmatch(spec, '[^,]+') do f[#f + 1] = field end
   local count, max_wait = tonumber(f[1]), tonumber(f[2])
   local admit = now
-  local tats, own = {}, {}
+  local tats, own, rescaled = {}, {}, {}
   for i = 1, count do
     local interval, burst, cost = f[3 * i], f[3 * i + 1], tonumber(f[3 * i + 2])
-    local tat = read(KEYS[k + i], interval, burst)
+    local tat, changed = read(KEYS[k + i], interval, burst)
     tats[i] = tat
+    rescaled[i] = changed
     local step = tonumber(interval)
     local allow = tat + cost * step - tonumber(burst) * step
     if allow < now then allow = now end
@@ -87,6 +89,16 @@ for spec in string.gmatch(ARGV[1], '[^;]+') do
       local ttl = math.ceil((tonumber(tat) - now) / 1000) + 1000
       redis.call('SET', KEYS[k + i], tat .. ':' .. interval .. ':' .. burst, 'PX', ttl)
       reply[#reply + 1] = tat
+    end
+  else
+    -- A refused request's rescale is kept too: else every read would rescale the stored
+    -- TAT again, and the bucket would go on refilling at the old rate until a grant.
+    for i = 1, count do
+      if rescaled[i] then
+        local ttl = math.ceil((tats[i] - now) / 1000) + 1000
+        local value = string.format('%d', tats[i]) .. ':' .. f[3 * i] .. ':' .. f[3 * i + 1]
+        redis.call('SET', KEYS[k + i], value, 'PX', ttl)
+      end
     end
   end
   replies[#replies + 1] = table.concat(reply, ',')

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from proxy.aws.operations import Operation
@@ -174,4 +176,59 @@ async def test_a_restarted_redis_is_shared_again_at_once_over_stale_connections(
         )
         assert not errors
     finally:
+        await replica.close()
+
+
+async def test_a_loosened_rule_admits_at_its_new_rate_after_refusals(
+    redis_server: RedisProcess,
+) -> None:
+    replica = limiter(redis_server.port, PER_PREFIX, LimitPolicy(max_wait=0.0))
+    op = get_object("a")
+    try:
+        assert await replica.acquire(op) == 0.0
+        with pytest.raises(RateLimited):
+            await replica.acquire(op)  # remembered: the next token is 1000 s away
+        # Loosened to 1000/s: the spent token refills in 1 ms. Remembered refusals are
+        # forgotten, so the next tries reach Redis, which must rescale the bucket once and
+        # keep it: rescaled afresh from the old TAT on every refusal, it would go on
+        # refilling at the old rate (1000 s for the token).
+        replica.update_rules([replace(PER_PREFIX, rate=1000.0)], replica._local.policy)
+        for _ in range(100):  # bounded: until the 1 ms has passed on Redis's clock
+            await asyncio.sleep(0.01)
+            (outcome,) = await outcomes(replica, [op])
+            if outcome == 0.0:
+                break
+            assert "shared" not in str(outcome), outcome  # Redis refused, not the memory
+        else:
+            raise AssertionError("never admitted under the loosened rule")
+    finally:
+        await replica.close()
+
+
+async def test_a_tightened_rule_keeps_the_debt_in_tokens_after_refusals(
+    redis_server: RedisProcess,
+) -> None:
+    fast = LimitRule("reads", "s3", rate=1.0, burst=5, operations=("GetObject",))
+    replica = limiter(redis_server.port, fast, LimitPolicy(max_wait=0.0))
+    raw = aioredis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True)
+    op = get_object("a")
+    try:
+        assert await outcomes(replica, [op] * 5) == [0.0] * 5  # 5 tokens owed: 5 s at 1/s
+        # Tightened to one token per 100 s: the 5 tokens owed now take 500 s.
+        replica.update_rules([replace(fast, rate=0.01)], replica._local.policy)
+        with pytest.raises(RateLimited):
+            await replica.acquire(op)
+        # The refusal kept the rescaled bucket: owed at the new rate from now on. Rescaled
+        # afresh from the old TAT on every read, its debt would be gone in 5 s (then the
+        # burst of 5 goes again), long before the new rule's 500 s.
+        (key,) = [key async for key in raw.scan_iter(match="*:reads:*")]
+        value = await raw.get(key)
+        assert value is not None
+        text = value if isinstance(value, str) else value.decode()
+        tat, interval, _ = text.split(":")
+        seconds, micros = await raw.time()
+        assert interval == "100000000"
+        assert int(tat) - (seconds * 1_000_000 + micros) > 400_000_000
+    finally:
+        await raw.aclose()
         await replica.close()
