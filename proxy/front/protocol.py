@@ -38,9 +38,14 @@ HEAD, BUSY, IDLE = "head", "busy", "idle"
 # Requests parsed ahead of the one being answered before the socket is not read further.
 _MAX_PIPELINED = 16
 _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
-# How long a connection we are done with is read (and dropped) before it is cut: a refused
-# one, or one whose request was answered while its body was still arriving.
+# How long a connection refused at accept (the connection cap) is read, and what it sends
+# dropped, before it is cut.
 _LINGER = 1.0
+# A lingering close reads on while the client keeps sending (at most _LINGER_GAP between two
+# reads), for _LINGER_MAX at most: a client writing its whole body before it reads the answer
+# may take longer than a second (nginx's lingering_timeout and lingering_time).
+_LINGER_GAP = 5.0
+_LINGER_MAX = 30.0
 # Request methods as str, by the bytes the parser reports (llhttp accepts only its own list).
 _METHODS: dict[bytes, str] = {}
 
@@ -67,6 +72,7 @@ class FrontConnection(asyncio.Protocol):
         "_headers",
         "_idle_seen",
         "_linger",
+        "_lingered",
         "_next_request",
         "_parser",
         "_parsing",
@@ -105,6 +111,7 @@ class FrontConnection(asyncio.Protocol):
         self._idle_seen = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._lingered = False  # bytes came while lingering, since the last look
         self._body_paused = False
         self._queue_paused = False
         self.closed = False
@@ -138,6 +145,7 @@ class FrontConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None:
+            self._lingered = True
             return  # refused, or the request stream is already broken: ignore the rest
         was_in_head = self.in_head
         try:
@@ -325,7 +333,7 @@ class FrontConnection(asyncio.Protocol):
 
     def close_lingering(self) -> None:
         """Close after the answer to a request whose body is still arriving: half-close, then
-        read and drop what the client sends until it closes (or _LINGER passes). Closing with
+        read and drop what the client sends until it closes (or stops sending). Closing with
         those bytes unread would reset the connection, and a client still writing its body
         would get EPIPE or ECONNRESET instead of the answer (nginx's lingering close)."""
         transport = self._transport
@@ -338,7 +346,21 @@ class FrontConnection(asyncio.Protocol):
         self._pending.clear()
         transport.write_eof()
         transport.resume_reading()
-        self._linger = asyncio.get_running_loop().call_later(_LINGER, transport.abort)
+        loop = asyncio.get_running_loop()
+        self._lingered = False
+        self._linger = loop.call_later(_LINGER_GAP, self._linger_on, loop.time() + _LINGER_MAX)
+
+    def _linger_on(self, until: float) -> None:
+        """A lingering close goes on while bytes still come, until `until`; then it is cut."""
+        transport = self._transport
+        if transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._lingered and loop.time() + _LINGER_GAP <= until:
+            self._lingered = False
+            self._linger = loop.call_later(_LINGER_GAP, self._linger_on, until)
+            return
+        transport.abort()
 
     # -- serving, in order ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -150,10 +151,16 @@ def small_body_proxy(tmp_path: Path, upstream: RawHttpServer) -> Iterator[ProxyP
         yield handle
 
 
-def _send_all_then_read(port: int, request: bytes) -> bytes:
-    """What a plain client (http.client, urllib) does: the whole body first, then the answer."""
+def _send_all_then_read(port: int, request: bytes, pace: float = 0.0) -> bytes:
+    """What a plain client (http.client, urllib) does: the whole body first, then the answer;
+    with `pace`, 1 MiB at a time that many seconds apart (an app producing its upload slowly)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(request)
+        if pace:
+            for start in range(0, len(request), 1024 * 1024):
+                sock.sendall(request[start : start + 1024 * 1024])
+                time.sleep(pace)
+        else:
+            sock.sendall(request)
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -202,4 +209,20 @@ async def test_a_transfer_coding_besides_chunked_is_refused_not_forwarded_still_
     assert answer.header("x-throttle-proxy-error") == "bad-request"
     assert b"<Response><Errors><Error><Code>BadRequest</Code>" in answer.body
     assert b"Transfer-Encoding" in answer.body
+    assert upstream.heads == []
+
+
+def test_a_slow_sender_of_a_refused_body_reads_the_refusal_too(
+    small_body_proxy: ProxyProcess, upstream: RawHttpServer
+) -> None:
+    # The lingering close reads on while the client keeps sending (up to a cap), not for one
+    # second in all: an app producing its upload over 4 s got a reset after the first second.
+    body = b"{" + b" " * (16 * 1024 * 1024) + b"}"
+    head = (
+        f"POST / HTTP/1.1\r\nHost: {DYNAMODB}\r\nX-Amz-Target: DynamoDB_20120810.PutItem\r\n"
+        f"Content-Type: application/x-amz-json-1.0\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    answer = _send_all_then_read(small_body_proxy.port, head + body, pace=0.25)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"x-throttle-proxy-error: body-too-large" in answer
     assert upstream.heads == []
