@@ -41,12 +41,11 @@ def _plain_answer(status: str, reason: str, text: str, extra: str = "") -> bytes
 
 def _answers(settings: ConnectionsConfig) -> tuple[bytes, bytes]:
     """The connection cap's 503 and the header timeout's 408, written once per config."""
+    # Written before any request is read, so in no service's format: with no body, a 503 is a
+    # generic error every SDK parses for any protocol, and retries (a text body made botocore's
+    # query and EC2 parsers raise, the JS SDK's JSON ones too). The header names the reason.
     refusal = _plain_answer(
-        "503 Service Unavailable",
-        "too-many-connections",
-        f"TooManyConnections: the proxy has {settings.max_connections} client connections "
-        "open (connections.max_connections)\n",
-        "Retry-After: 1\r\n",
+        "503 Service Unavailable", "too-many-connections", "", "Retry-After: 1\r\n"
     )
     header_timeout = _plain_answer(
         "408 Request Timeout",

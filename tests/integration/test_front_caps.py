@@ -9,8 +9,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 
 from tests.fakes.raw_http import RawHttpServer, fixed
 from tests.integration.front_client import (
@@ -111,6 +116,64 @@ async def test_connections_over_the_cap_are_refused_and_logged_once(
         assert (await exchange(proxy, describe())).status == 200
         assert await eventually(lambda: '"event": "connections-refused"' in proxy.log_text(), 3)
         assert proxy.log_text().count('"event": "connections-refused"') == 1
+
+
+def _refused_call(proxy: ProxyProcess, service: str) -> dict[str, Any]:
+    """One call of an app's unsigned boto3 client (2 attempts), by the forward-proxy way: the
+    error response botocore parsed."""
+    client = boto3.client(
+        service,
+        region_name="us-east-1",
+        endpoint_url=f"http://{service}.us-east-1.amazonaws.com",
+        config=BotoConfig(
+            signature_version=UNSIGNED,
+            proxies={"http": proxy.url},
+            retries={"total_max_attempts": 2},
+        ),
+    )
+    calls = {"sts": "get_caller_identity", "ec2": "describe_vpcs", "dynamodb": "list_tables"}
+    try:
+        getattr(client, calls[service])()
+    except ClientError as error:
+        return dict(error.response)
+    raise AssertionError("answered")
+
+
+async def _admitted_connection(proxy: ProxyProcess) -> asyncio.StreamWriter:
+    """A keep-alive connection the proxy answered, so it holds the only place under
+    max_connections: 1 (a port probe's connection may still be closing: then try again)."""
+    for _ in range(50):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(describe())
+        if (await read_answer(reader)).status == 200:
+            return writer
+        writer.close()
+        await eventually(lambda: metric(proxy, "throttle_proxy_connections_open") == 0, 3)
+    raise AssertionError("no connection admitted")
+
+
+@pytest.mark.parametrize("service", ["sts", "ec2", "dynamodb"])
+async def test_connection_cap_refusal_is_a_503_every_sdk_retries(
+    tmp_path: Path, upstream: RawHttpServer, service: str
+) -> None:
+    # Refused at accept, before any request is read, so no service's format can be known:
+    # botocore takes a bodiless 5xx as a generic error of any protocol (and retries it); a
+    # plain-text body made its query and EC2 parsers raise ResponseParserError.
+    config = {
+        "routes": [{"host": "*.amazonaws.com", "upstream": upstream.url}],
+        "connections": {"max_connections": 1},
+    }
+    with proxy_process(tmp_path, config) as proxy:
+        held = await _admitted_connection(proxy)
+        try:
+            error = await asyncio.to_thread(_refused_call, proxy, service)
+        finally:
+            held.close()
+    assert error["Error"]["Code"] == "503"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert error["ResponseMetadata"]["RetryAttempts"] == 1
+    headers = error["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-throttle-proxy-error"] == "too-many-connections"
 
 
 # The proxy started with 64 file descriptors at most (soft and hard), then the unchanged CLI.
