@@ -148,13 +148,18 @@ def test_a_failed_refill_asks_again_after_the_retry_interval() -> None:
     assert book.ask(KEY, 50, clock.monotonic()) == FIRST_SLICE
 
 
-def test_slices_are_bounded_in_number() -> None:
-    clock = FakeClock()
+def _full_book(now: float) -> LeaseBook:
+    """A book holding MAX_SLICES live slices, each granted at `now`."""
     book = LeaseBook()
-    now = clock.monotonic()
     for i in range(MAX_SLICES):
         wanted = book.ask(f"k{i}", 10, now)
         book.granted(f"k{i}", wanted, wanted, now, rate=1000)
+    return book
+
+
+def test_slices_are_bounded_in_number() -> None:
+    clock = FakeClock()
+    book = _full_book(clock.monotonic())
     clock.advance(SLICE_TTL)
     assert book.ask("one-more", 10, clock.monotonic()) == FIRST_SLICE  # expired ones cleared
     assert len(book) == 1
@@ -164,11 +169,8 @@ def test_a_book_full_of_live_slices_is_cleared_once_not_per_new_key() -> None:
     # Keys sprayed faster than slices expire: the live slices are dropped (their tokens
     # unspent, which only admits less), so the book is not rebuilt on every new key.
     clock = FakeClock()
-    book = LeaseBook()
+    book = _full_book(clock.monotonic())
     now = clock.monotonic()
-    for i in range(MAX_SLICES):
-        wanted = book.ask(f"k{i}", 10, now)
-        book.granted(f"k{i}", wanted, wanted, now, rate=1000)
     assert book.ask("first", 10, now) == FIRST_SLICE
     book.granted("first", FIRST_SLICE, FIRST_SLICE, now, rate=1000)
     assert len(book) == 1
