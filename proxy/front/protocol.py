@@ -18,7 +18,6 @@ import httptools
 from multidict import CIMultiDict
 
 from proxy.errors import (
-    BadRequest,
     ClientBodyIncomplete,
     ClientClosed,
     HeaderTooLarge,
@@ -27,6 +26,7 @@ from proxy.errors import (
 from proxy.front.body import RequestBody
 from proxy.front.errors import client_error
 from proxy.front.exchange import Exchange
+from proxy.front.headchecks import decline_upgrade, refuse_other_codings
 from proxy.observability.logs import get_logger
 
 if TYPE_CHECKING:
@@ -48,19 +48,6 @@ _LINGER_GAP = 5.0
 _LINGER_MAX = 30.0
 # Request methods as str, by the bytes the parser reports (llhttp accepts only its own list).
 _METHODS: dict[bytes, str] = {}
-
-
-def _decline_upgrade(exchange: Exchange) -> None:
-    """An Upgrade (or CONNECT) request: llhttp hands every byte after its head, its body too,
-    to the protocol upgraded to, and the proxy speaks no other. So its answer is the
-    connection's last (nothing after it is parsed), and a body announced beside an Upgrade,
-    which is never read, is refused rather than the request sent upstream without it."""
-    exchange.closes = True
-    if exchange.body is not None and exchange.method != "CONNECT" and exchange.refusal is None:
-        exchange.refusal = BadRequest(
-            "a request asking for an Upgrade cannot carry a body through this proxy (its body "
-            "would be read as the upgraded protocol's); send it without Upgrade"
-        )
 
 
 class FrontConnection(asyncio.Protocol):
@@ -260,17 +247,9 @@ class FrontConnection(asyncio.Protocol):
             exchange.refusal = client_error(httptools.HttpParserError("bad HTTP version"))
             exchange.closes = True
         if parser.should_upgrade():
-            _decline_upgrade(exchange)
+            decline_upgrade(exchange)
         if has_body:
-            codings = headers.getall("Transfer-Encoding", ())
-            if codings and exchange.refusal is None and [c.lower() for c in codings] != ["chunked"]:
-                # llhttp undoes only the chunked framing: a body still gzip- (or otherwise)
-                # coded would go upstream, its coding dropped with the hop-by-hop header, as if
-                # it were the body itself (RFC 9112 §6.1: refuse a coding not understood).
-                exchange.refusal = BadRequest(
-                    f"Transfer-Encoding {', '.join(codings)[:60]!r} is not supported: only chunked"
-                )
-                exchange.closes = True
+            refuse_other_codings(exchange, headers)
         self._parsing = exchange if has_body else None
         self._enqueue(exchange)
 

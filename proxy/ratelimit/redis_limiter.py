@@ -62,6 +62,7 @@ from proxy.observability.logs import get_logger
 from proxy.observability.metrics import Metrics
 from proxy.ratelimit.lease import LeaseBook, lease_size
 from proxy.ratelimit.local import LocalRateLimiter, Sleep
+from proxy.ratelimit.overlimit import OverLimitMemory
 from proxy.ratelimit.redis_scripts import (
     GCRA_BATCH_SCRIPT,
     LEASE_SCRIPT,
@@ -73,7 +74,6 @@ from proxy.ratelimit.ruleset import RuleState
 
 log = get_logger("proxy.ratelimit.redis")
 
-_OVER_LIMIT_CAP = 10_000  # local over-limit entries at most (see _remember_over)
 _NEVER = 2**62  # a refund's "slot moment" for a grant whose request never went
 _MAX_IN_FLIGHT = 2  # batch calls out at once; later asks gather behind them
 _TAG_CACHE = 4096  # budget hash tags remembered (accounts x regions)
@@ -129,7 +129,7 @@ class RedisRateLimiter:
         self._prefix = config.key_prefix
         self._down_until = 0.0
         self._outage = False  # logged as started, not yet as over
-        self._over_limit: dict[str, float] = {}
+        self._over_limit = OverLimitMemory()
         self._background: set[asyncio.Task[None]] = set()
         # Asks waiting for this turn's batch, by budget slot tag (one group when not Cluster).
         self._pending: dict[str, list[_Ask]] = {}
@@ -176,7 +176,7 @@ class RedisRateLimiter:
         ):
             local.count_admitted(enforcing, [0.0] * len(enforcing), now)
             return 0.0
-        self._refuse_if_known_over(enforcing, keys, now)
+        self._over_limit.refuse_if_known(enforcing, keys, now)
         if now < self._down_until:
             return self._without_redis(enforcing, now)
         policy = local.policy
@@ -197,7 +197,7 @@ class RedisRateLimiter:
             self._give_back(asks, replies)
             # Against the policy's max_wait, not this call's: a refusal because the queue was
             # full says nothing of the bucket once the queue has room.
-            self._remember_over(keys, costs, verdict.own_waits, now, policy.max_wait)
+            self._over_limit.remember(keys, costs, verdict.own_waits, now, policy.max_wait)
             raise local.refuse(enforcing, verdict.own_waits, verdict.wait)
         local.count_admitted(enforcing, verdict.own_waits, now + verdict.wait)
         if verdict.wait <= 0:
@@ -413,40 +413,6 @@ class RedisRateLimiter:
             # The slot stays charged: only this grant's buckets pay, and they refill.
             self._errors.inc()
             log.warning("redis-limiter-refund-failed", error=type(error).__name__)
-
-    def _refuse_if_known_over(
-        self, enforcing: Sequence[RuleState], keys: list[str], now: float
-    ) -> None:
-        for state, key in zip(enforcing, keys, strict=True):
-            until = self._over_limit.get(key)
-            if until is not None and until > now:
-                state.metrics.decisions["rejected"].inc()
-                raise RateLimited(
-                    f"client-side rate limit {state.name!r} exceeded (shared); "
-                    f"retry after {until - now:.3f}s",
-                    max(until - now, 1.0 / state.rate),
-                    state.name,
-                )
-
-    def _remember_over(
-        self,
-        keys: list[str],
-        costs: list[int],
-        own_waits: list[float],
-        now: float,
-        max_wait: float,
-    ) -> None:
-        if len(self._over_limit) >= _OVER_LIMIT_CAP:
-            # Keep what is still refused; if that is most of it (a client spraying keys
-            # faster than they expire), forget it all: an entry only spares Redis a call, and
-            # a map that stays full would grow past the cap and be rebuilt on every refusal.
-            live = {k: u for k, u in self._over_limit.items() if u > now}
-            self._over_limit = live if len(live) < _OVER_LIMIT_CAP // 2 else {}
-        for key, cost, own in zip(keys, costs, own_waits, strict=True):
-            # A refusal of several tokens says nothing of when one token fits.
-            if own > max_wait and cost == 1:
-                # Until then Redis would refuse this bucket anyway: no need to ask.
-                self._over_limit[key] = now + own - max_wait
 
     def _without_redis(self, enforcing: Sequence[RuleState], now: float) -> float:
         if not self._config.fail_open:

@@ -18,7 +18,7 @@ from proxy.clock import SystemClock
 from proxy.config.model import LimitPolicy, LimitRule, RedisConfig
 from proxy.errors import RateLimited
 from proxy.observability.metrics import Metrics
-from proxy.ratelimit import redis_limiter
+from proxy.ratelimit import overlimit
 from proxy.ratelimit.redis_limiter import RedisRateLimiter
 from tests.servers import RedisProcess
 
@@ -51,7 +51,7 @@ async def test_the_over_limit_map_stays_within_its_cap_under_a_spray_of_keys(
     redis_server: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cap = 100
-    monkeypatch.setattr(redis_limiter, "_OVER_LIMIT_CAP", cap)
+    monkeypatch.setattr(overlimit, "OVER_LIMIT_CAP", cap)
     replica = limiter(redis_server.port, PER_PREFIX, LimitPolicy(max_wait=0.0, max_queue=100))
     try:
         for round_ in range(5):
