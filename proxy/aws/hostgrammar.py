@@ -98,9 +98,13 @@ def _service_labels(labels: list[str], *, global_ok: bool) -> bool:
     return _is_prefix(labels)
 
 
+# S3's longest bucket name (its naming rules), here and in the limiter's partition keys.
+MAX_BUCKET_NAME = 63
+
+
 def is_bucket_name(name: str) -> bool:
     """S3's general-purpose bucket naming rules (dots allowed: they go path style)."""
-    if not 3 <= len(name) <= 63 or ".." in name or ".-" in name or "-." in name:
+    if not 3 <= len(name) <= MAX_BUCKET_NAME or ".." in name or ".-" in name or "-." in name:
         return False
     if not all(_LABEL.match(label) for label in name.split(".")):
         return False

@@ -28,15 +28,16 @@ from importlib import resources
 
 import yaml
 
+from proxy.aws.hostgrammar import MAX_BUCKET_NAME
 from proxy.aws.operations import Operation
 from proxy.config.model import Config, LimitRule, limit_rule
 from proxy.config.readers import ConfigError
 
 DEFAULT_LIMITS_RESOURCE = "aws-limits.yaml"
-# The longest S3 partition there is: a bucket name (63 characters), a slash, a key's leading
+# The longest S3 partition there is: a bucket name, a slash, a key's leading
 # folders (a key is at most 1024 bytes). A client's longer name is one S3 refuses anyway; cut
 # there, it cannot make each bucket the limiter keeps as long as a request line (64 KiB).
-LONGEST_PARTITION = 63 + 1 + 1024
+LONGEST_PARTITION = MAX_BUCKET_NAME + 1 + 1024
 _PATTERN_CHARS = frozenset("*?[")
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from urllib.parse import unquote
 
 from proxy.bodies.client import ClientBody, stream_exactly
 from proxy.requestvalue import request_value
+from proxy.signing.querymemo import memoised_when_short
 from proxy.upstream.http1 import Body
 
 _SIGV4_PRESIGN = frozenset({"x-amz-credential", "x-amz-signature"})
@@ -51,8 +51,6 @@ SECRET_PARAMETERS = frozenset(
 # Substrings one of those names must contain when not percent-encoded (searched for in the
 # lower-cased query): the cheap test that lets an ordinary query through without being split.
 _TELLTALE = re.compile("x-amz-|signature|awsaccesskeyid|securitytoken")
-# Bounds the memo to 1024 entries of at most 256 characters: a client cannot grow it.
-_MEMO_QUERY_LENGTH = 256
 
 
 @request_value
@@ -67,21 +65,11 @@ def _name(pair: str) -> str:
     return unquote(pair.partition("=")[0]).lower()
 
 
+@memoised_when_short
 def client_query_auth(query: str) -> QueryAuth:
     """Presigned: the query unchanged. Otherwise: the query without auth parameters (the
     other parameters keep their bytes and order). Short queries, which apps repeat call after
     call, are memoised: the answer depends on the query alone and is never changed."""
-    if len(query) <= _MEMO_QUERY_LENGTH:
-        return _memo_client_query_auth(query)
-    return _client_query_auth(query)
-
-
-@lru_cache(maxsize=1024)
-def _memo_client_query_auth(query: str) -> QueryAuth:
-    return _client_query_auth(query)
-
-
-def _client_query_auth(query: str) -> QueryAuth:
     if "%" not in query and _TELLTALE.search(query.lower()) is None:
         return QueryAuth(query, False)
     pairs = query.split("&")

@@ -24,6 +24,7 @@ from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 from proxy.aws.s3family import S3_SIGNING_NAMES
 from proxy.credentials.base import Credentials
 from proxy.requestvalue import request_value
+from proxy.signing.querymemo import memoised_when_short
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -274,25 +275,10 @@ def s3_path_to_send(path: str) -> str:
     return "/".join(_encode_once(segment) for segment in path.split("/"))
 
 
+@memoised_when_short
 def canonical_query(query: str) -> str:
-    """The canonical query string, which is also the query string to send (see
-    `_canonical_query`); short ones, which apps repeat call after call, are memoised."""
-    if len(query) <= _MEMO_QUERY_LENGTH:
-        return _memo_canonical_query(query)
-    return _canonical_query(query)
-
-
-# Bounds the memo to 1024 entries of at most 256 characters: a client cannot grow it.
-_MEMO_QUERY_LENGTH = 256
-
-
-@lru_cache(maxsize=1024)
-def _memo_canonical_query(query: str) -> str:
-    return _canonical_query(query)
-
-
-def _canonical_query(query: str) -> str:
-    """The canonical query string, which is also the query string to send.
+    """The canonical query string, which is also the query string to send (short ones, which
+    apps repeat call after call, are memoised).
 
     Pairs split on '&' and on the first '='; a key without '=' gets an empty value; empty
     pairs are dropped. Each key and value is percent-decoded and re-encoded with the RFC 3986
